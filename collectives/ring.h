@@ -1,0 +1,44 @@
+/*
+ * Ring arithmetic, pure functions (no I/O), unit-tested alone.
+ *
+ * A vector of `count` elements is cut into n = ranks blocks as evenly as possible:
+ * the first (count % n) blocks get one element more. In reduce-scatter step s
+ * (0 <= s < n-1) rank r sends block (r - s) mod n to r+1 and receives block
+ * (r - s - 1) mod n from r-1, reducing it into its own copy; afterwards rank r owns
+ * the fully reduced block (r + 1) mod n. In allgather step s it sends block
+ * (r + 1 - s) mod n and receives block (r - s) mod n.
+ */
+#ifndef HVD_COLLECTIVES_RING_H
+#define HVD_COLLECTIVES_RING_H
+
+#include <stddef.h>
+
+static inline int hvd_ring_next(int rank, int n) { return (rank + 1) % n; }
+static inline int hvd_ring_prev(int rank, int n) { return (rank - 1 + n) % n; }
+static inline int hvd_mod(int a, int n) { return ((a % n) + n) % n; }
+
+/* First element of block b. */
+static inline size_t hvd_block_offset(size_t count, int n, int b) {
+  size_t q = count / (size_t)n, r = count % (size_t)n;
+  size_t ub = (size_t)b;
+  return ub * q + (ub < r ? ub : r);
+}
+static inline size_t hvd_block_count(size_t count, int n, int b) {
+  size_t q = count / (size_t)n, r = count % (size_t)n;
+  return q + ((size_t)b < r ? 1 : 0);
+}
+
+static inline int hvd_ring_rs_send_block(int rank, int n, int step) {
+  return hvd_mod(rank - step, n);
+}
+static inline int hvd_ring_rs_recv_block(int rank, int n, int step) {
+  return hvd_mod(rank - step - 1, n);
+}
+static inline int hvd_ring_ag_send_block(int rank, int n, int step) {
+  return hvd_mod(rank + 1 - step, n);
+}
+static inline int hvd_ring_ag_recv_block(int rank, int n, int step) {
+  return hvd_mod(rank - step, n);
+}
+
+#endif

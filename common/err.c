@@ -1,0 +1,24 @@
+#include "common/err.h"
+
+#include <stdio.h>
+#include <string.h>
+
+void hvd_err_set(hvd_err_t *err, const char *fmt, ...) {
+  if (err == NULL) return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+  va_end(ap);
+}
+
+void hvd_err_prefix(hvd_err_t *err, const char *fmt, ...) {
+  if (err == NULL) return;
+  char head[HVD_ERR_MSG_MAX];
+  char old[HVD_ERR_MSG_MAX];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(head, sizeof head, fmt, ap);
+  va_end(ap);
+  memcpy(old, err->msg, sizeof old);
+  snprintf(err->msg, sizeof err->msg, "%s: %s", head, old);
+}

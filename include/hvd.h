@@ -1,0 +1,190 @@
+/*
+ * hvd.h - the public C API of hvd, a Horovod-style collective communication runtime.
+ *
+ * This is the only header a program includes. Every object behind it is opaque.
+ *
+ * Conventions that hold for every function below unless its comment says otherwise:
+ *  - Functions return an hvd_status_t: HVD_OK (0) on success, HVD_IN_PROGRESS (> 0)
+ *    when an asynchronous operation is still running, a negative HVD_ERR_* on failure.
+ *    A failure leaves outputs untouched and comes with a message (hvd_req_error(),
+ *    hvd_ctx_error(), or the log) that names what was wrong.
+ *  - Threads: a context may be used from any number of application threads at once
+ *    (hvd_init/hvd_shutdown excepted, see there). The library never calls exit(),
+ *    never prints to stdout, and logs to stderr through HVD_LOG_LEVEL.
+ *  - Memory: buffers passed to an asynchronous call are owned by the caller and must
+ *    stay valid, and must not be written (send) or read (receive), until the request
+ *    completes. Requests are owned by the caller from the moment they are returned
+ *    until hvd_req_free().
+ */
+#ifndef HVD_H
+#define HVD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(HVD_BUILDING_LIBRARY) && defined(__GNUC__)
+#define HVD_EXPORT __attribute__((visibility("default")))
+#else
+#define HVD_EXPORT
+#endif
+
+#define HVD_VERSION_MAJOR 0
+#define HVD_VERSION_MINOR 1
+#define HVD_VERSION_PATCH 0
+
+/* ---- status codes ---------------------------------------------------------------
+ * One list generates the enum and the strings returned by hvd_status_string(). */
+#define HVD_STATUS_MAP(X)                                                              \
+  X(OK, 0, "success")                                                                  \
+  X(IN_PROGRESS, 1, "operation in progress")                                           \
+  X(ERR_INVALID_PARAM, -1, "invalid parameter")                                        \
+  X(ERR_NO_MEMORY, -2, "out of memory")                                                \
+  X(ERR_NOT_SUPPORTED, -3, "operation not supported")                                  \
+  X(ERR_TRANSPORT, -4, "transport error")                                              \
+  X(ERR_ABORTED, -5, "job aborted: a peer rank failed or the launcher stopped the job") \
+  X(ERR_TIMEOUT, -6, "timed out")                                                      \
+  X(ERR_MISMATCH, -7, "ranks disagree about an operation")                             \
+  X(ERR_SHUTDOWN, -8, "hvd is shut down")                                              \
+  X(ERR_BOOTSTRAP, -9, "bootstrap (rendezvous) failed")                                \
+  X(ERR_AUTH, -10, "authentication failed")                                            \
+  X(ERR_PROTOCOL, -11, "malformed message")                                            \
+  X(ERR_NOT_FOUND, -12, "not found")                                                   \
+  X(ERR_INTERNAL, -13, "internal error")
+
+typedef enum {
+#define HVD_STATUS_ENUM_(name, value, text) HVD_##name = value,
+  HVD_STATUS_MAP(HVD_STATUS_ENUM_)
+#undef HVD_STATUS_ENUM_
+} hvd_status_t;
+
+/* A static, human-readable string for any status value (never NULL; unknown values
+ * give "unknown status"). Thread-safe. */
+HVD_EXPORT const char *hvd_status_string(hvd_status_t status);
+
+/* ---- element types and reductions ------------------------------------------------ */
+typedef enum {
+  HVD_FLOAT16 = 0,
+  HVD_BFLOAT16,
+  HVD_FLOAT32,
+  HVD_FLOAT64,
+  HVD_INT8,
+  HVD_UINT8,
+  HVD_INT32,
+  HVD_INT64,
+  HVD_DTYPE_COUNT /* not a type: the number of types */
+} hvd_dtype_t;
+
+typedef enum {
+  HVD_SUM = 0,
+  HVD_AVERAGE, /* sum divided by the number of ranks; integers truncate toward zero */
+  HVD_MIN,
+  HVD_MAX,
+  HVD_PRODUCT,
+  HVD_OP_COUNT /* not an op: the number of ops */
+} hvd_op_t;
+
+/* Size in bytes of one element of dtype, or 0 for a value that is not an hvd_dtype_t. */
+HVD_EXPORT size_t hvd_dtype_size(hvd_dtype_t dtype);
+/* "float32", "int64", ...; "unknown" for a bad value. Static strings. */
+HVD_EXPORT const char *hvd_dtype_name(hvd_dtype_t dtype);
+HVD_EXPORT const char *hvd_op_name(hvd_op_t op);
+
+/* ---- context ----------------------------------------------------------------------- */
+typedef struct hvd_ctx hvd_ctx_t;
+typedef struct hvd_req hvd_req_t;
+
+/*
+ * Create a context from the environment that hvdrun sets (HVD_RANK, HVD_SIZE,
+ * HVD_LOCAL_RANK, HVD_LOCAL_SIZE, HVD_CROSS_RANK, HVD_CROSS_SIZE, HVD_HOSTNAME,
+ * HVD_RENDEZVOUS_ADDR, HVD_RENDEZVOUS_PORT, HVD_JOB_TOKEN; HOROVOD_* names are
+ * accepted as aliases). With none of them set, the context is a single rank job.
+ *
+ * Blocks until every rank of the job has connected (or the start timeout passes),
+ * exchanged its transport addresses and started its background thread.
+ * On success *out is a new context owned by the caller until hvd_shutdown().
+ * On failure *out is NULL and the reason is logged at error level; the returned
+ * status says which stage failed (HVD_ERR_INVALID_PARAM for a bad environment value,
+ * HVD_ERR_BOOTSTRAP / HVD_ERR_AUTH for rendezvous, HVD_ERR_TRANSPORT for libfabric).
+ * Call from one thread; several contexts may exist in one process.
+ */
+HVD_EXPORT hvd_status_t hvd_init(hvd_ctx_t **out);
+
+/*
+ * Stop the background thread, fail operations that have not started with
+ * HVD_ERR_SHUTDOWN, wait (bounded) for the other ranks to reach shutdown, and free
+ * the context. Requests obtained from ctx stay valid (completed) until freed.
+ * Must not be called while another thread still uses ctx. Never hangs: the wait for
+ * peers is bounded by HVD_SHUTDOWN_TIMEOUT_SECONDS (default 30).
+ * Returns HVD_OK, or the first error the job saw (still freeing everything).
+ * ctx may be NULL (no-op).
+ */
+HVD_EXPORT hvd_status_t hvd_shutdown(hvd_ctx_t *ctx);
+
+/* Getters; thread-safe, non-blocking. Return -1 when ctx is NULL. */
+HVD_EXPORT int hvd_rank(const hvd_ctx_t *ctx);
+HVD_EXPORT int hvd_size(const hvd_ctx_t *ctx);
+HVD_EXPORT int hvd_local_rank(const hvd_ctx_t *ctx);
+HVD_EXPORT int hvd_local_size(const hvd_ctx_t *ctx);
+HVD_EXPORT int hvd_cross_rank(const hvd_ctx_t *ctx);
+HVD_EXPORT int hvd_cross_size(const hvd_ctx_t *ctx);
+
+/* The first job-wide failure this context saw (e.g. "rank 1 (host a) exited with
+ * status 3"), or "" when there was none. The string belongs to ctx and stays valid
+ * until hvd_shutdown(). Thread-safe. */
+HVD_EXPORT const char *hvd_ctx_error(const hvd_ctx_t *ctx);
+
+/* ---- requests ---------------------------------------------------------------------- */
+
+/* Non-blocking. Sets *done to 1 once the operation finished (successfully or not) and
+ * returns its final status; otherwise sets *done to 0 and returns HVD_IN_PROGRESS.
+ * Any thread. */
+HVD_EXPORT hvd_status_t hvd_test(hvd_req_t *req, int *done);
+
+/* Blocks the calling thread (sleeping, not spinning) until the operation finished;
+ * returns its final status. Any thread; several threads may wait on one request. */
+HVD_EXPORT hvd_status_t hvd_wait(hvd_req_t *req);
+
+/* Message describing why the request failed ("" if it did not, or is not finished).
+ * Owned by req; valid until hvd_req_free(). */
+HVD_EXPORT const char *hvd_req_error(const hvd_req_t *req);
+
+/* Free a request. If the operation is still running, waits for it first (the library
+ * still uses the caller's buffers until then). req may be NULL. */
+HVD_EXPORT void hvd_req_free(hvd_req_t *req);
+
+/* ---- allreduce --------------------------------------------------------------------- */
+
+/*
+ * Start an allreduce of `count` elements of `dtype` from sendbuf into recvbuf on
+ * every rank. sendbuf == recvbuf (in place) is allowed; otherwise they must not
+ * overlap. name identifies the tensor across ranks (every rank must use the same
+ * name for the same operation); it is copied. NULL gives an automatic name
+ * "allreduce.noname.<k>", which matches across ranks only if every rank submits
+ * its unnamed operations in the same order.
+ *
+ * Non-blocking: checks the arguments, queues the operation for the background
+ * thread and returns. Bad arguments (NULL buffer with count > 0, unknown dtype/op,
+ * an op the dtype does not support, byte size overflow) return
+ * HVD_ERR_INVALID_PARAM synchronously with *req set to NULL and a log line naming
+ * the argument. After hvd_shutdown() has begun: HVD_ERR_SHUTDOWN.
+ * On HVD_OK, *req is a new request; wait/test it, then free it.
+ * Any application thread.
+ */
+HVD_EXPORT hvd_status_t hvd_allreduce_async(hvd_ctx_t *ctx, const char *name,
+                                            const void *sendbuf, void *recvbuf,
+                                            size_t count, hvd_dtype_t dtype, hvd_op_t op,
+                                            hvd_req_t **req);
+
+/* Synchronous wrapper: hvd_allreduce_async + hvd_wait + hvd_req_free. Blocks. */
+HVD_EXPORT hvd_status_t hvd_allreduce(hvd_ctx_t *ctx, const char *name,
+                                      const void *sendbuf, void *recvbuf, size_t count,
+                                      hvd_dtype_t dtype, hvd_op_t op);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* HVD_H */

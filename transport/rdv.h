@@ -1,0 +1,172 @@
+/*
+ * Rendezvous: the job's bootstrap key-value service and liveness channel.
+ *
+ * Wire protocol (TCP, all integers little-endian):
+ *   frame  = header payload
+ *   header = magic u32 (HVD_RDV_MAGIC) | version u16 | type u16 | length u32
+ *   length <= HVD_RDV_MAX_PAYLOAD, checked before anything is read or allocated.
+ * A client's first frame must be HELLO; until it is accepted nothing else is.
+ * Any frame that is malformed (bad magic, version, type, length, or payload layout)
+ * closes that one connection with a log line; nothing else is affected.
+ *
+ * Payloads (strings are u32 length + bytes, no NUL on the wire):
+ *   HELLO      token(str) rank(u32) size(u32)           client -> server
+ *   HELLO_OK   (empty)                                  server -> client
+ *   PUT        key(str) value(str)                      client -> server, no reply
+ *   GET        key(str) timeout_ms(u32)                 client -> server
+ *   VALUE      key(str) value(str)                      reply to GET
+ *   NOT_FOUND  key(str)                                 reply to GET after timeout
+ *   BARRIER    name(str) timeout_ms(u32)                client -> server; the reply
+ *   BARRIER_OK name(str)                                comes when all `size` ranks sent it
+ *   BYE        (empty)                                  client is shutting down cleanly
+ *   ABORT      reason(str)                              server -> client at any time:
+ *                                                       the job is failing; why.
+ *   ERROR      reason(str)                              server -> client, then close
+ *
+ * The connection stays open for the life of the job: if it drops without BYE the
+ * server treats the rank as dead; if the server sends ABORT or the connection drops,
+ * the rank fails its pending work with that reason.
+ */
+#ifndef HVD_TRANSPORT_RDV_H
+#define HVD_TRANSPORT_RDV_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+#include "hvd.h"
+
+#define HVD_RDV_MAGIC 0x52445648u /* "HVDR" */
+#define HVD_RDV_VERSION 1
+#define HVD_RDV_HEADER_SIZE 12
+#define HVD_RDV_MAX_PAYLOAD (1u << 20)
+#define HVD_RDV_MAX_KEY 256
+#define HVD_RDV_TOKEN_LEN 32 /* hex characters */
+
+typedef enum {
+  HVD_RDV_HELLO = 1,
+  HVD_RDV_HELLO_OK,
+  HVD_RDV_PUT,
+  HVD_RDV_GET,
+  HVD_RDV_VALUE,
+  HVD_RDV_NOT_FOUND,
+  HVD_RDV_BARRIER,
+  HVD_RDV_BARRIER_OK,
+  HVD_RDV_BYE,
+  HVD_RDV_ABORT,
+  HVD_RDV_ERROR,
+  HVD_RDV_TYPE_MAX
+} hvd_rdv_type_t;
+
+/* ---- frame codec (pure; rdv_proto.c) ------------------------------------------- */
+
+typedef struct hvd_rdv_header {
+  uint32_t magic;
+  uint16_t version;
+  uint16_t type;
+  uint32_t length;
+} hvd_rdv_header_t;
+
+/* Decode and validate a 12-byte header. HVD_ERR_PROTOCOL with a reason in err when
+ * magic/version/type/length is wrong. */
+hvd_status_t hvd_rdv_decode_header(const uint8_t *buf, hvd_rdv_header_t *h, hvd_err_t *err);
+void hvd_rdv_encode_header(uint8_t *buf, uint16_t type, uint32_t length);
+
+/* Growable output buffer for building frames. */
+typedef struct hvd_rdv_buf {
+  uint8_t *data;
+  size_t len, cap;
+  int oom;
+} hvd_rdv_buf_t;
+void hvd_rdv_buf_init(hvd_rdv_buf_t *b);
+void hvd_rdv_buf_free(hvd_rdv_buf_t *b);
+/* Start a frame of the given type (reserves the header); finish fills the length. */
+void hvd_rdv_frame_begin(hvd_rdv_buf_t *b, uint16_t type);
+void hvd_rdv_put_u32(hvd_rdv_buf_t *b, uint32_t v);
+void hvd_rdv_put_str(hvd_rdv_buf_t *b, const void *s, size_t len);
+hvd_status_t hvd_rdv_frame_end(hvd_rdv_buf_t *b); /* HVD_ERR_NO_MEMORY / PROTOCOL if too long */
+
+/* Cursor for parsing a payload; every read is bounds-checked. */
+typedef struct hvd_rdv_reader {
+  const uint8_t *p;
+  size_t left;
+  int bad;
+} hvd_rdv_reader_t;
+void hvd_rdv_reader_init(hvd_rdv_reader_t *r, const uint8_t *payload, size_t len);
+uint32_t hvd_rdv_get_u32(hvd_rdv_reader_t *r);
+/* Points into the payload (not NUL-terminated); *len = 0 and bad set on error.
+ * Strings longer than max are an error. */
+const uint8_t *hvd_rdv_get_str(hvd_rdv_reader_t *r, size_t max, size_t *len);
+/* HVD_OK if the payload was consumed exactly and nothing was out of bounds. */
+hvd_status_t hvd_rdv_reader_done(const hvd_rdv_reader_t *r);
+
+/* ---- server (libuv; rdv_server.c) ------------------------------------------------ */
+
+typedef struct hvd_rdv_server hvd_rdv_server_t;
+struct uv_loop_s;
+
+typedef struct hvd_rdv_server_opts {
+  const char *bind_addr; /* IPv4/IPv6 literal; NULL = "127.0.0.1" */
+  int port;              /* 0 = ephemeral */
+  const char *token;     /* HVD_RDV_TOKEN_LEN hex chars */
+  int size;              /* ranks in the job */
+  /* Optional notifications, called on the loop thread. */
+  void (*on_connected)(void *arg, int rank);
+  /* A rank's connection ended. clean = it said BYE first. */
+  void (*on_disconnected)(void *arg, int rank, int clean);
+  void *arg;
+} hvd_rdv_server_opts_t;
+
+/* Start listening on loop. *out valid until hvd_rdv_server_close's callback. */
+hvd_status_t hvd_rdv_server_start(struct uv_loop_s *loop, const hvd_rdv_server_opts_t *opts,
+                                  hvd_rdv_server_t **out, hvd_err_t *err);
+int hvd_rdv_server_port(const hvd_rdv_server_t *s);
+/* Number of distinct ranks that have completed HELLO. */
+int hvd_rdv_server_connected(const hvd_rdv_server_t *s);
+/* 1 if rank has completed HELLO at some point. */
+int hvd_rdv_server_rank_seen(const hvd_rdv_server_t *s, int rank);
+/* Send ABORT(reason) to every connected rank (first reason wins; later calls no-op). */
+void hvd_rdv_server_abort(hvd_rdv_server_t *s, const char *reason);
+/* Close the listener and all connections; frees s, then calls done(arg) if non-NULL. */
+void hvd_rdv_server_close(hvd_rdv_server_t *s, void (*done)(void *arg), void *arg);
+
+/* In-process server on its own thread and loop (rank 0 when no launcher runs). */
+typedef struct hvd_rdv_server_thread hvd_rdv_server_thread_t;
+hvd_status_t hvd_rdv_server_thread_start(const hvd_rdv_server_opts_t *opts,
+                                         hvd_rdv_server_thread_t **out, int *port,
+                                         hvd_err_t *err);
+void hvd_rdv_server_thread_stop(hvd_rdv_server_thread_t *t);
+
+/* ---- client (blocking sockets; rdv_client.c) ------------------------------------ */
+
+typedef struct hvd_rdv_client hvd_rdv_client_t;
+
+/* Connect (retrying until timeout_ms: the server may not be up yet) and say HELLO.
+ * HVD_ERR_AUTH if the server rejects the token, HVD_ERR_BOOTSTRAP / TIMEOUT else. */
+hvd_status_t hvd_rdv_connect(const char *host, int port, const char *token, int rank,
+                             int size, int timeout_ms, hvd_rdv_client_t **out,
+                             hvd_err_t *err);
+hvd_status_t hvd_rdv_put(hvd_rdv_client_t *c, const char *key, const void *val,
+                         size_t len, hvd_err_t *err);
+/* Wait up to timeout_ms for key to exist. *val is malloc'd (caller frees).
+ * HVD_ERR_TIMEOUT if it never appeared; HVD_ERR_ABORTED with the reason if the
+ * server aborted the job meanwhile. */
+hvd_status_t hvd_rdv_get(hvd_rdv_client_t *c, const char *key, void **val, size_t *len,
+                         int timeout_ms, hvd_err_t *err);
+/* Returns once all ranks entered the barrier of this name (or timeout/abort). */
+hvd_status_t hvd_rdv_barrier(hvd_rdv_client_t *c, const char *name, int timeout_ms,
+                             hvd_err_t *err);
+/* The socket, for a liveness thread to poll. */
+int hvd_rdv_fd(const hvd_rdv_client_t *c);
+/* Read one server-initiated frame (after poll said readable). Returns HVD_ERR_ABORTED
+ * with the reason in err for ABORT, HVD_ERR_BOOTSTRAP for EOF ("lost connection to
+ * the rendezvous server"), HVD_ERR_PROTOCOL for a bad frame. */
+hvd_status_t hvd_rdv_read_event(hvd_rdv_client_t *c, hvd_err_t *err);
+/* Tell the server this rank is shutting down cleanly. */
+hvd_status_t hvd_rdv_bye(hvd_rdv_client_t *c);
+void hvd_rdv_close(hvd_rdv_client_t *c);
+
+/* Fresh random job token: HVD_RDV_TOKEN_LEN hex chars + NUL. 0 on success. */
+int hvd_rdv_new_token(char out[HVD_RDV_TOKEN_LEN + 1]);
+
+#endif
