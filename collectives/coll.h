@@ -2,8 +2,15 @@
  * Collective algorithms over a communicator. Every function blocks the calling
  * (background) thread until its part is done, returns HVD_OK or the transport's
  * error, and bumps comm->seq exactly once. Arguments are assumed valid (the runtime
- * checks them); count may be 0 and may be smaller than comm->size.
- * sendbuf == recvbuf means in place.
+ * checks them) and identical on every rank where the comment says so; counts may be
+ * 0 and may be smaller than comm->size. sendbuf == recvbuf means in place.
+ * Counts and displacements are in elements of dtype; buffers need element alignment.
+ *
+ * Results are bit-identical on every rank: each reduced element is either computed
+ * once and copied (ring, tree) or computed by every rank from the same operands in
+ * the same order (recursive doubling orders operands by rank).
+ *
+ * After an error the communicator must not run further collectives (see comm.h).
  */
 #ifndef HVD_COLLECTIVES_COLL_H
 #define HVD_COLLECTIVES_COLL_H
@@ -21,9 +28,58 @@ typedef enum {
   HVD_ALGO_COUNT
 } hvd_algo_t;
 
-/* Allreduce with op in {sum, min, max, product, band, bor}; AVERAGE is handled by the
- * runtime (sum + scale). */
+/* ---- allreduce: op in {sum, min, max, product, band, bor}; AVERAGE is handled by
+ * the runtime (sum + hvd_scale). count, dtype and op equal on every rank. ---------- */
+
+/* Reduce-scatter ring + allgather ring, pipelined in chunks. Bandwidth-optimal
+ * (2(n-1)/n of the vector sent per rank); 2(n-1) latency steps. For large vectors. */
 hvd_status_t hvd_allreduce_ring(hvd_comm_t *c, const void *sendbuf, void *recvbuf,
                                 size_t count, hvd_dtype_t dtype, hvd_op_t op);
+
+/* Recursive doubling with the non-power-of-two fold: ceil(log2 n) (+2) steps, the
+ * whole vector each step. For small vectors. */
+hvd_status_t hvd_allreduce_rd(hvd_comm_t *c, const void *sendbuf, void *recvbuf,
+                              size_t count, hvd_dtype_t dtype, hvd_op_t op);
+
+/* Binomial reduce to member 0, then binomial broadcast: 2 ceil(log2 n) steps, the
+ * whole vector each step. For small vectors. */
+hvd_status_t hvd_allreduce_tree(hvd_comm_t *c, const void *sendbuf, void *recvbuf,
+                                size_t count, hvd_dtype_t dtype, hvd_op_t op);
+
+/* ---- other collectives ------------------------------------------------------------ */
+
+/* Broadcast count elements of buf from member root to every member (in place).
+ * count, dtype, root equal on every rank. Binomial tree: ceil(log2 n) steps, the
+ * whole vector each step (each edge itself chunked). */
+hvd_status_t hvd_broadcast_binomial(hvd_comm_t *c, void *buf, size_t count,
+                                    hvd_dtype_t dtype, int root);
+
+/* Allgatherv: member j contributes counts[j] elements (sendbuf on member j);
+ * recvbuf receives all contributions packed in member order (member j's at offset
+ * counts[0] + ... + counts[j-1]). counts[] equal on every rank. In place when sendbuf
+ * is already at this member's offset in recvbuf. Ring: n-1 steps. */
+hvd_status_t hvd_allgatherv_ring(hvd_comm_t *c, const void *sendbuf, void *recvbuf,
+                                 const size_t *counts, hvd_dtype_t dtype);
+
+/* Reduce-scatter: sendbuf holds counts[0] + ... + counts[n-1] elements on every
+ * member; member r receives in recvbuf the counts[r] elements of block r (at offset
+ * counts[0] + ... + counts[r-1]) reduced over all members. counts[], dtype, op equal
+ * on every rank. In place when recvbuf is sendbuf + that offset. Ring: n-1 steps;
+ * uses 2 * max(counts) elements of c->work. */
+hvd_status_t hvd_reducescatter_ring(hvd_comm_t *c, const void *sendbuf, void *recvbuf,
+                                    const size_t *counts, hvd_dtype_t dtype, hvd_op_t op);
+
+/* Alltoallv: member r sends sendcounts[j] elements from sendbuf + sdispls[j] to
+ * member j and receives recvcounts[j] elements from member j into recvbuf +
+ * rdispls[j]. sendcounts[j] on member i must equal recvcounts[i] on member j.
+ * sendbuf and recvbuf must not overlap. Pairwise exchange: n-1 steps. */
+hvd_status_t hvd_alltoallv_pairwise(hvd_comm_t *c, const void *sendbuf,
+                                    const size_t *sendcounts, const size_t *sdispls,
+                                    void *recvbuf, const size_t *recvcounts,
+                                    const size_t *rdispls, hvd_dtype_t dtype);
+
+/* Returns once every member has entered it. Dissemination: ceil(log2 n) rounds of
+ * one-byte messages. */
+hvd_status_t hvd_barrier_dissemination(hvd_comm_t *c);
 
 #endif

@@ -1,13 +1,22 @@
 /*
  * A communicator: an ordered group of ranks over one transport. Collectives see only
  * this (and the transport ops table), never libfabric.
+ *
+ * The runtime fills tp, rank, size, ranks and id, zero-initialises the rest (calloc
+ * or a designated initializer) and calls hvd_comm_release() when it is done with the
+ * communicator. A communicator is used by one thread at a time (the background
+ * thread), one collective at a time.
  */
 #ifndef HVD_COLLECTIVES_COMM_H
 #define HVD_COLLECTIVES_COMM_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "transport/transport.h"
+
+/* Chunks of one stream in flight at once (collectives/xchg.h). */
+#define HVD_COLL_SLOTS 4
 
 typedef struct hvd_comm {
   hvd_transport_t *tp;
@@ -16,10 +25,27 @@ typedef struct hvd_comm {
   const int *ranks;  /* member index -> transport rank; NULL means identity */
   unsigned id;       /* tag comm field */
   unsigned seq;      /* incremented by every collective on this communicator */
+
+  /* ---- owned by collectives/; zero at creation, freed by hvd_comm_release() ----
+   * Memory and transfer slots reused by every collective, so the hot path does not
+   * allocate and so that, when a collective fails, the receives it left posted
+   * (the transport keeps them until they complete or it is destroyed) still point at
+   * live memory. After a failure, run no further collective on this communicator,
+   * and destroy the transport before calling hvd_comm_release(). */
+  void *scratch;      /* HVD_COLL_SLOTS chunk buffers for incoming data to reduce */
+  size_t scratch_size;
+  void *work;         /* per-algorithm temporaries (reduce-scatter blocks), grown on demand */
+  size_t work_size;
+  hvd_xfer_t xfer[2 * HVD_COLL_SLOTS]; /* receives, then sends, of the running stream */
+  unsigned char token[2];              /* barrier: byte sent, byte received */
 } hvd_comm_t;
 
 static inline int hvd_comm_peer(const hvd_comm_t *c, int member) {
   return c->ranks ? c->ranks[member] : member;
 }
+
+/* Free what collectives/ allocated in c (scratch, work); c itself stays the caller's.
+ * Safe on a zeroed or already released communicator. */
+void hvd_comm_release(hvd_comm_t *c);
 
 #endif

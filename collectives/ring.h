@@ -41,4 +41,23 @@ static inline int hvd_ring_ag_recv_block(int rank, int n, int step) {
   return hvd_mod(rank - step, n);
 }
 
+/* Allgather(v) where rank r starts with block r (hvd_allgatherv_ring): step s sends
+ * block (r - s) and receives block (r - s - 1); after n-1 steps every block is in. */
+static inline int hvd_ring_gather_send_block(int rank, int n, int step) {
+  return hvd_mod(rank - step, n);
+}
+static inline int hvd_ring_gather_recv_block(int rank, int n, int step) {
+  return hvd_mod(rank - step - 1, n);
+}
+
+/* Reduce-scatter that leaves rank r owning block r (hvd_reducescatter_ring): the
+ * allreduce pattern shifted by one. Step s sends block (r - s - 1) and receives and
+ * reduces block (r - s - 2); the last step (s = n-2) receives block r. */
+static inline int hvd_ring_scatter_send_block(int rank, int n, int step) {
+  return hvd_mod(rank - step - 1, n);
+}
+static inline int hvd_ring_scatter_recv_block(int rank, int n, int step) {
+  return hvd_mod(rank - step - 2, n);
+}
+
 #endif

@@ -184,6 +184,133 @@ HVD_EXPORT hvd_status_t hvd_allreduce(hvd_ctx_t *ctx, const char *name,
                                       const void *sendbuf, void *recvbuf, size_t count,
                                       hvd_dtype_t dtype, hvd_op_t op);
 
+/* ---- every collective, with all options -------------------------------------------- */
+
+/* Called once when a request finishes, on the rank's background thread, before
+ * hvd_wait() returns for it. It may read the request (hvd_req_error, hvd_req_output)
+ * and signal other threads; it must not block, must not call hvd_wait/hvd_req_free on
+ * this request, and must not submit new operations synchronously (async is fine). */
+typedef void (*hvd_callback_t)(hvd_req_t *req, hvd_status_t status, void *arg);
+
+/*
+ * Arguments of one tensor operation. Start from HVD_OP_ARGS_INIT and set what you need.
+ *   name        identifies the tensor across ranks (NULL: "<op>.noname.<k>"); copied
+ *   sendbuf     input (in place: sendbuf == recvbuf, or sendbuf NULL for broadcast)
+ *   recvbuf     output; allgather/alltoall: NULL lets hvd allocate it (hvd_req_output)
+ *   count       elements: allreduce/broadcast/reducescatter: of the whole tensor (equal
+ *               on every rank); allgather: this rank's part; alltoall: this rank's total send
+ *   op          reduction (allreduce, reducescatter)
+ *   prescale    inputs are multiplied by it before reducing (1.0)
+ *   postscale   results are multiplied by it (1.0); AVERAGE divides by the set size too
+ *   root        broadcast root, a rank of the process set
+ *   process_set 0 = all ranks, or an id from hvd_process_set_create
+ *   splits      alltoall: elements for each rank of the set (NULL = count split evenly)
+ *   recv_capacity allgather/alltoall with recvbuf: elements recvbuf can hold
+ *   callback    optional, see hvd_callback_t
+ */
+typedef struct hvd_op_args {
+  const char *name;
+  const void *sendbuf;
+  void *recvbuf;
+  size_t count;
+  hvd_dtype_t dtype;
+  hvd_op_t op;
+  double prescale;
+  double postscale;
+  int root;
+  int process_set;
+  const size_t *splits;
+  size_t recv_capacity;
+  hvd_callback_t callback;
+  void *callback_arg;
+} hvd_op_args_t;
+
+#define HVD_OP_ARGS_INIT                                                                 \
+  { .name = NULL, .sendbuf = NULL, .recvbuf = NULL, .count = 0, .dtype = HVD_FLOAT32,     \
+    .op = HVD_SUM, .prescale = 1.0, .postscale = 1.0, .root = 0, .process_set = 0,        \
+    .splits = NULL, .recv_capacity = 0, .callback = NULL, .callback_arg = NULL }
+
+/*
+ * Asynchronous collectives. Same contract as hvd_allreduce_async: arguments are
+ * checked here (HVD_ERR_INVALID_PARAM with a log line naming the argument, *req NULL);
+ * a name already in flight on this rank is HVD_ERR_INVALID_PARAM too. Everything else
+ * (ranks disagreeing: HVD_ERR_MISMATCH; a dead peer: HVD_ERR_ABORTED; a stall past
+ * HVD_STALL_SHUTDOWN_TIME_SECONDS: HVD_ERR_TIMEOUT) is reported through the request.
+ * Operations run in an order all ranks agree on, whatever order they were submitted
+ * in; compatible allreduces are fused. Any application thread.
+ */
+HVD_EXPORT hvd_status_t hvd_allreduce_ex(hvd_ctx_t *ctx, const hvd_op_args_t *args,
+                                         hvd_req_t **req);
+/* n allreduces submitted atomically; one request completes when all n did (its status
+ * is the first failure). */
+HVD_EXPORT hvd_status_t hvd_grouped_allreduce(hvd_ctx_t *ctx, const hvd_op_args_t *args,
+                                              int n, hvd_req_t **req);
+/* Concatenation of every rank's part, in rank order (parts may differ in size). */
+HVD_EXPORT hvd_status_t hvd_allgather_ex(hvd_ctx_t *ctx, const hvd_op_args_t *args,
+                                         hvd_req_t **req);
+HVD_EXPORT hvd_status_t hvd_broadcast_ex(hvd_ctx_t *ctx, const hvd_op_args_t *args,
+                                         hvd_req_t **req);
+/* Reduce count elements across ranks; rank r receives block r of the result: the
+ * blocks split count as evenly as possible, the first (count % size) one larger. */
+HVD_EXPORT hvd_status_t hvd_reducescatter_ex(hvd_ctx_t *ctx, const hvd_op_args_t *args,
+                                             hvd_req_t **req);
+/* Rank r sends splits[j] elements to rank j; receives what every rank sends it, in
+ * rank order. */
+HVD_EXPORT hvd_status_t hvd_alltoall_ex(hvd_ctx_t *ctx, const hvd_op_args_t *args,
+                                        hvd_req_t **req);
+
+/* After an allgather/alltoall completed: the output buffer (recvbuf, or the one hvd
+ * allocated, owned by req) and its element count. HVD_ERR_INVALID_PARAM for other
+ * requests or before completion. */
+HVD_EXPORT hvd_status_t hvd_req_output(const hvd_req_t *req, void **buf, size_t *count);
+/* After an allgather/alltoall completed: elements received from each rank of the set
+ * (array of *n entries owned by req). */
+HVD_EXPORT hvd_status_t hvd_req_recv_counts(const hvd_req_t *req, const size_t **counts,
+                                            int *n);
+
+/* Blocking convenience forms. */
+HVD_EXPORT hvd_status_t hvd_broadcast(hvd_ctx_t *ctx, const char *name, void *buf,
+                                      size_t count, hvd_dtype_t dtype, int root);
+
+/* Returns when every rank of the process set has called it. Blocks. */
+HVD_EXPORT hvd_status_t hvd_barrier(hvd_ctx_t *ctx, int process_set);
+
+/*
+ * Join (uneven data): this rank has no more batches. Until every rank of the process
+ * set has joined, the collectives other ranks run proceed without it: it contributes
+ * zeros to their allreduces (an AVERAGE still divides by the full set size), and other
+ * collectives fail with HVD_ERR_NOT_SUPPORTED. Blocks until all ranks joined; then
+ * *last_joined (may be NULL) is the rank that joined last, the same on every rank.
+ */
+HVD_EXPORT hvd_status_t hvd_join(hvd_ctx_t *ctx, int process_set, int *last_joined);
+
+/* ---- process sets ---------------------------------------------------------------------- */
+
+/* Collective over all ranks: every rank calls it with the same list of n distinct
+ * ranks (in any order; it is sorted), in the same order relative to other
+ * process-set calls. *id is the new set's id (> 0), the same on every rank, also on
+ * ranks that are not members. Blocks. */
+HVD_EXPORT hvd_status_t hvd_process_set_create(hvd_ctx_t *ctx, const int *ranks, int n,
+                                               int *id);
+/* This rank's index in the set, or -1 if it is not a member; size of the set. Both
+ * -1 for an unknown id. Thread-safe. */
+HVD_EXPORT int hvd_process_set_rank(hvd_ctx_t *ctx, int id);
+HVD_EXPORT int hvd_process_set_size(hvd_ctx_t *ctx, int id);
+
+/* ---- statistics ------------------------------------------------------------------------ */
+
+typedef struct hvd_stats {
+  uint64_t tensors_submitted; /* operations accepted on this rank */
+  uint64_t tensors_completed;
+  uint64_t collectives;       /* collective executions on this rank (fused = 1) */
+  uint64_t fused_tensors;     /* tensors that ran inside a fused allreduce of >= 2 */
+  uint64_t cache_hits;        /* tensors this rank submitted as a cache bit */
+  uint64_t negotiations;      /* response lists this rank applied */
+} hvd_stats_t;
+
+/* Snapshot of this rank's counters. Thread-safe. */
+HVD_EXPORT hvd_status_t hvd_get_stats(hvd_ctx_t *ctx, hvd_stats_t *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -21,7 +21,10 @@
  *   BYE        (empty)                                  client is shutting down cleanly
  *   ABORT      reason(str)                              server -> client at any time:
  *                                                       the job is failing; why.
- *   ERROR      reason(str)                              server -> client, then close
+ *   ERROR      reason(str)                              server -> client: a refused
+ *                                                       HELLO (then close), or the reply
+ *                                                       to a BARRIER that timed out
+ *                                                       (connection stays open)
  *
  * The connection stays open for the life of the job: if it drops without BYE the
  * server treats the rank as dead; if the server sends ABORT or the connection drops,
@@ -77,10 +80,13 @@ typedef struct hvd_rdv_buf {
   uint8_t *data;
   size_t len, cap;
   int oom;
+  size_t start; /* offset of the frame being built (set by hvd_rdv_frame_begin) */
+  int overflow; /* the frame being built would exceed HVD_RDV_MAX_PAYLOAD */
 } hvd_rdv_buf_t;
 void hvd_rdv_buf_init(hvd_rdv_buf_t *b);
 void hvd_rdv_buf_free(hvd_rdv_buf_t *b);
-/* Start a frame of the given type (reserves the header); finish fills the length. */
+/* Start a frame of the given type (reserves the header); finish fills the length.
+ * Frames are appended: several frames may be built back to back in one buffer. */
 void hvd_rdv_frame_begin(hvd_rdv_buf_t *b, uint16_t type);
 void hvd_rdv_put_u32(hvd_rdv_buf_t *b, uint32_t v);
 void hvd_rdv_put_str(hvd_rdv_buf_t *b, const void *s, size_t len);
@@ -115,9 +121,20 @@ typedef struct hvd_rdv_server_opts {
   /* A rank's connection ended. clean = it said BYE first. */
   void (*on_disconnected)(void *arg, int rank, int clean);
   void *arg;
+  /* Close a connection that has not completed HELLO within this time; 0 = 10000. */
+  int hello_timeout_ms;
+  /* When a rank's connection ends without BYE, broadcast
+   * ABORT("rank N disconnected without shutting down") after on_disconnected.
+   * Off for a launcher (it knows the exit status and aborts with a better reason);
+   * hvd_rdv_server_thread_start always turns it on (nobody else would notice). */
+  int abort_on_unclean_disconnect;
 } hvd_rdv_server_opts_t;
 
-/* Start listening on loop. *out valid until hvd_rdv_server_close's callback. */
+/* Start listening on loop. *out valid until hvd_rdv_server_close's callback.
+ * Every function on a server runs on the loop's thread; callbacks run there too and
+ * may call hvd_rdv_server_abort / hvd_rdv_server_close. opts (and its strings) are
+ * copied. On failure nothing is left listening, but memory of a handle that was
+ * already initialised is released only when the loop runs once more. */
 hvd_status_t hvd_rdv_server_start(struct uv_loop_s *loop, const hvd_rdv_server_opts_t *opts,
                                   hvd_rdv_server_t **out, hvd_err_t *err);
 int hvd_rdv_server_port(const hvd_rdv_server_t *s);
@@ -127,43 +144,65 @@ int hvd_rdv_server_connected(const hvd_rdv_server_t *s);
 int hvd_rdv_server_rank_seen(const hvd_rdv_server_t *s, int rank);
 /* Send ABORT(reason) to every connected rank (first reason wins; later calls no-op). */
 void hvd_rdv_server_abort(hvd_rdv_server_t *s, const char *reason);
-/* Close the listener and all connections; frees s, then calls done(arg) if non-NULL. */
+/* Close the listener and all connections (no on_disconnected calls from here on);
+ * frees s, then calls done(arg) if non-NULL, from a later loop iteration. */
 void hvd_rdv_server_close(hvd_rdv_server_t *s, void (*done)(void *arg), void *arg);
 
-/* In-process server on its own thread and loop (rank 0 when no launcher runs). */
+/* In-process server on its own thread and loop (rank 0 when no launcher runs).
+ * opts->abort_on_unclean_disconnect is forced on; the callbacks in opts run on the
+ * server thread. *port (if non-NULL) receives the bound port. */
 typedef struct hvd_rdv_server_thread hvd_rdv_server_thread_t;
 hvd_status_t hvd_rdv_server_thread_start(const hvd_rdv_server_opts_t *opts,
                                          hvd_rdv_server_thread_t **out, int *port,
                                          hvd_err_t *err);
+/* hvd_rdv_server_abort from any thread (e.g. rank 0's runtime failing the job).
+ * Asynchronous: the ABORT frames go out from the server thread soon after. */
+void hvd_rdv_server_thread_abort(hvd_rdv_server_thread_t *t, const char *reason);
+/* Close the server, join its thread, free t. Blocks briefly. t may be NULL. */
 void hvd_rdv_server_thread_stop(hvd_rdv_server_thread_t *t);
 
 /* ---- client (blocking sockets; rdv_client.c) ------------------------------------ */
 
+/* A client is safe to use from several threads (calls are serialised by a lock
+ * inside, so a liveness thread's hvd_rdv_read_event waits while another thread's
+ * GET/BARRIER is in progress). Every wait is bounded. Once the server has sent ABORT
+ * or the connection is lost, every later call (hvd_rdv_bye excepted) fails at once
+ * with that same status and message. */
 typedef struct hvd_rdv_client hvd_rdv_client_t;
 
 /* Connect (retrying until timeout_ms: the server may not be up yet) and say HELLO.
- * HVD_ERR_AUTH if the server rejects the token, HVD_ERR_BOOTSTRAP / TIMEOUT else. */
+ * host is a name or address literal. HVD_ERR_AUTH if the server refuses the HELLO
+ * (wrong token, rank already connected, size mismatch: the reason is in err);
+ * HVD_ERR_TIMEOUT if no connection could be made in time; HVD_ERR_BOOTSTRAP else. */
 hvd_status_t hvd_rdv_connect(const char *host, int port, const char *token, int rank,
                              int size, int timeout_ms, hvd_rdv_client_t **out,
                              hvd_err_t *err);
 hvd_status_t hvd_rdv_put(hvd_rdv_client_t *c, const char *key, const void *val,
                          size_t len, hvd_err_t *err);
-/* Wait up to timeout_ms for key to exist. *val is malloc'd (caller frees).
+/* Wait up to timeout_ms (0 = just look) for key to exist. *val is malloc'd (caller
+ * frees) and NUL-terminated for convenience (the NUL is not counted in *len).
  * HVD_ERR_TIMEOUT if it never appeared; HVD_ERR_ABORTED with the reason if the
  * server aborted the job meanwhile. */
 hvd_status_t hvd_rdv_get(hvd_rdv_client_t *c, const char *key, void **val, size_t *len,
                          int timeout_ms, hvd_err_t *err);
-/* Returns once all ranks entered the barrier of this name (or timeout/abort). */
+/* Returns once all ranks entered the barrier of this name (or timeout/abort).
+ * HVD_ERR_TIMEOUT names the ranks that never arrived. A name may be reused once the
+ * previous barrier of that name has completed. */
 hvd_status_t hvd_rdv_barrier(hvd_rdv_client_t *c, const char *name, int timeout_ms,
                              hvd_err_t *err);
 /* The socket, for a liveness thread to poll. */
 int hvd_rdv_fd(const hvd_rdv_client_t *c);
 /* Read one server-initiated frame (after poll said readable). Returns HVD_ERR_ABORTED
  * with the reason in err for ABORT, HVD_ERR_BOOTSTRAP for EOF ("lost connection to
- * the rendezvous server"), HVD_ERR_PROTOCOL for a bad frame. */
+ * the rendezvous server"), HVD_ERR_PROTOCOL for a bad frame. HVD_OK when there was
+ * nothing to report (no data after all, or a late reply to a request that had
+ * already timed out, which is discarded). Does not block for long: only to finish a
+ * frame whose first bytes have arrived. */
 hvd_status_t hvd_rdv_read_event(hvd_rdv_client_t *c, hvd_err_t *err);
-/* Tell the server this rank is shutting down cleanly. */
+/* Tell the server this rank is shutting down cleanly (also after an ABORT). */
 hvd_status_t hvd_rdv_bye(hvd_rdv_client_t *c);
+/* Close the socket and free c (NULL is a no-op). Without hvd_rdv_bye first, the
+ * server treats this rank as having died. */
 void hvd_rdv_close(hvd_rdv_client_t *c);
 
 /* Fresh random job token: HVD_RDV_TOKEN_LEN hex chars + NUL. 0 on success. */

@@ -38,15 +38,18 @@ typedef struct hvd_transport hvd_transport_t;
  */
 typedef struct hvd_xfer {
   hvd_transport_t *tp;
-  int pending;         /* fabric operations not yet completed */
+  int pending;         /* fabric operations not yet completed (0 = done) */
   hvd_status_t status; /* HVD_OK, or the first error of any segment */
   int peer;
   int is_recv;
+  size_t received; /* receives: bytes that arrived (may be < len, see irecv) */
   /* Private to the transport: segments not yet posted (after -FI_EAGAIN). */
   char *next_buf;
   size_t remaining;
+  size_t len;
   uint64_t tag;
-  void *prov; /* which endpoint it goes through */
+  void *prov;             /* which endpoint it goes through */
+  struct hvd_xfer *next; /* in the endpoint's queue of xfers waiting to be posted */
 } hvd_xfer_t;
 
 typedef struct hvd_transport_ops {
@@ -59,6 +62,11 @@ typedef struct hvd_transport_ops {
    * (libfabric shm connects lazily). */
   hvd_status_t (*connect)(hvd_transport_t *tp, const void *const *blobs,
                           const size_t *lens, const int *same_host);
+  /* Post a send / receive of len bytes (0 allowed) to / from peer (never self).
+   * Returns HVD_OK once queued (the xfer then completes through waitall/progress),
+   * or an error with nothing left in flight for a bad argument. A receive may be
+   * matched by a shorter message only if it fits in one segment (x->received says
+   * how much came); segmented messages must have equal lengths on both sides. */
   hvd_status_t (*isend)(hvd_transport_t *tp, int peer, const void *buf, size_t len,
                         uint64_t tag, hvd_xfer_t *x);
   hvd_status_t (*irecv)(hvd_transport_t *tp, int peer, void *buf, size_t len,
@@ -66,7 +74,9 @@ typedef struct hvd_transport_ops {
   /* Drive progress until every xfer in xs[0..n) completed (NULL entries skipped).
    * Spins briefly, then yields, then sleeps with back-off so a waiting rank does
    * not burn a core. Returns HVD_OK, the first xfer error, or HVD_ERR_ABORTED as
-   * soon as the abort flag (hvd_transport_set_abort) becomes non-zero. */
+   * soon as the abort flag (hvd_transport_set_abort) becomes non-zero. After an
+   * error return, xfers still pending stay in use by the transport: keep them and
+   * their buffers alive until they complete or the transport is destroyed. */
   hvd_status_t (*waitall)(hvd_transport_t *tp, hvd_xfer_t *const *xs, int n);
   /* One non-blocking progress pass. */
   hvd_status_t (*progress)(hvd_transport_t *tp);

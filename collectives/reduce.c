@@ -1,0 +1,232 @@
+/*
+ * Reduction kernels: the portable set, the run-time choice between kernel sets, and
+ * hvd_scale().
+ *
+ * Every kernel is an element-wise loop over the scalar operations in reduce_scalar.h,
+ * which define the results (rounding, NaN and signed-zero rules are documented
+ * there). reduce_avx2.c and reduce_avx512.c compute the same functions eight to
+ * sixty-four elements at a time and finish their tails with the scalar operations, so
+ * every kernel set gives the same bits for the same inputs; tests/unit/test_reduce.c
+ * checks that for every dtype, op and available set.
+ *
+ * The set is chosen once per process, on first use (pthread_once): the widest one the
+ * CPU supports (AVX-512 F+BW, then AVX2+F16C, then generic), unless HVD_REDUCE_ISA
+ * (generic | avx2 | avx512) asks for another; a request the CPU cannot run falls back
+ * to the best available set with a warning. That choice is the only process-global
+ * state of the collectives layer, and it never changes afterwards.
+ */
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "collectives/reduce.h"
+#include "collectives/reduce_impl.h"
+#include "collectives/reduce_scalar.h"
+#include "common/log.h"
+
+/* ---- the generic kernel set ------------------------------------------------------- */
+
+#define GEN_KERNEL_(op, sfx, T)                                                         \
+  static void gen_##op##_##sfx(void *dst, const void *a, const void *b, size_t n) {    \
+    T *d = dst;                                                                         \
+    const T *x = a, *y = b;                                                             \
+    for (size_t i = 0; i < n; i++) d[i] = hvd_##op##_##sfx(x[i], y[i]);                 \
+  }
+#define GEN_FLOAT_(sfx, T)                                                              \
+  GEN_KERNEL_(sum, sfx, T)                                                              \
+  GEN_KERNEL_(prod, sfx, T) GEN_KERNEL_(min, sfx, T) GEN_KERNEL_(max, sfx, T)
+#define GEN_INT_(sfx, T)                                                                \
+  GEN_FLOAT_(sfx, T) GEN_KERNEL_(band, sfx, T) GEN_KERNEL_(bor, sfx, T)
+
+GEN_FLOAT_(f16, uint16_t)
+GEN_FLOAT_(bf16, uint16_t)
+GEN_FLOAT_(f32, float)
+GEN_FLOAT_(f64, double)
+GEN_INT_(i8, int8_t)
+GEN_INT_(u8, uint8_t)
+GEN_INT_(i32, int32_t)
+GEN_INT_(i64, int64_t)
+
+#define ROW_FLOAT_(sfx)                                                                 \
+  {[HVD_SUM] = gen_sum_##sfx, [HVD_MIN] = gen_min_##sfx, [HVD_MAX] = gen_max_##sfx,     \
+   [HVD_PRODUCT] = gen_prod_##sfx}
+#define ROW_INT_(sfx)                                                                   \
+  {[HVD_SUM] = gen_sum_##sfx,     [HVD_MIN] = gen_min_##sfx,                            \
+   [HVD_MAX] = gen_max_##sfx,     [HVD_PRODUCT] = gen_prod_##sfx,                       \
+   [HVD_OP_BAND] = gen_band_##sfx, [HVD_OP_BOR] = gen_bor_##sfx}
+
+const hvd_reduce_table_t hvd_reduce_table_generic = {
+    .name = "generic",
+    .fn =
+        {
+            [HVD_FLOAT16] = ROW_FLOAT_(f16),
+            [HVD_BFLOAT16] = ROW_FLOAT_(bf16),
+            [HVD_FLOAT32] = ROW_FLOAT_(f32),
+            [HVD_FLOAT64] = ROW_FLOAT_(f64),
+            [HVD_INT8] = ROW_INT_(i8),
+            [HVD_UINT8] = ROW_INT_(u8),
+            [HVD_INT32] = ROW_INT_(i32),
+            [HVD_INT64] = ROW_INT_(i64),
+        },
+};
+
+/* ---- choosing a set ----------------------------------------------------------------- */
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define HVD_HAVE_X86_KERNELS 1
+#else
+#define HVD_HAVE_X86_KERNELS 0
+#endif
+
+static const char *const isa_names[HVD_ISA_COUNT] = {"generic", "avx2", "avx512"};
+
+int hvd_reduce_isa_available(hvd_isa_t isa) {
+  switch (isa) {
+  case HVD_ISA_GENERIC:
+    return 1;
+#if HVD_HAVE_X86_KERNELS
+  case HVD_ISA_AVX2:
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+  case HVD_ISA_AVX512:
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
+#endif
+  default:
+    return 0;
+  }
+}
+
+const hvd_reduce_table_t *hvd_reduce_table(hvd_isa_t isa) {
+  if (!hvd_reduce_isa_available(isa)) return NULL;
+  switch (isa) {
+#if HVD_HAVE_X86_KERNELS
+  case HVD_ISA_AVX2:
+    return &hvd_reduce_table_avx2;
+  case HVD_ISA_AVX512:
+    return &hvd_reduce_table_avx512;
+#endif
+  default:
+    return &hvd_reduce_table_generic;
+  }
+}
+
+static pthread_once_t active_once = PTHREAD_ONCE_INIT;
+static const hvd_reduce_table_t *active_table; /* written once, under active_once */
+
+static void choose_table(void) {
+  hvd_isa_t best = HVD_ISA_GENERIC;
+  for (int i = HVD_ISA_COUNT - 1; i > HVD_ISA_GENERIC; i--)
+    if (hvd_reduce_isa_available((hvd_isa_t)i)) {
+      best = (hvd_isa_t)i;
+      break;
+    }
+  hvd_isa_t pick = best;
+  const char *want = getenv("HVD_REDUCE_ISA");
+  if (want != NULL && *want != '\0' && strcmp(want, "auto") != 0) {
+    int found = -1;
+    for (int i = 0; i < HVD_ISA_COUNT; i++)
+      if (strcmp(want, isa_names[i]) == 0) found = i;
+    if (found < 0)
+      HVD_WARN("HVD_REDUCE_ISA=%s is not one of generic, avx2, avx512, auto; using %s",
+               want, isa_names[best]);
+    else if (!hvd_reduce_isa_available((hvd_isa_t)found))
+      HVD_WARN("HVD_REDUCE_ISA=%s: this CPU cannot run it; using %s", want,
+               isa_names[best]);
+    else
+      pick = (hvd_isa_t)found;
+  }
+  active_table = hvd_reduce_table(pick);
+}
+
+static const hvd_reduce_table_t *active(void) {
+  pthread_once(&active_once, choose_table);
+  return active_table;
+}
+
+const char *hvd_reduce_isa(void) { return active()->name; }
+
+/* ---- public entry points ------------------------------------------------------------ */
+
+int hvd_reduce_supported(hvd_dtype_t dtype, hvd_op_t op) {
+  if ((unsigned)dtype >= HVD_DTYPE_COUNT || (unsigned)op >= (unsigned)HVD_REDUCE_OPS)
+    return 0;
+  if (op == HVD_AVERAGE) return 1;
+  return hvd_reduce_table_generic.fn[dtype][op] != NULL;
+}
+
+void hvd_reduce(void *dst, const void *src, size_t count, hvd_dtype_t dtype, hvd_op_t op) {
+  if (count == 0) return;
+  active()->fn[dtype][op](dst, dst, src, count);
+}
+
+void hvd_reduce3(void *dst, const void *a, const void *b, size_t count, hvd_dtype_t dtype,
+                 hvd_op_t op) {
+  if (count == 0) return;
+  active()->fn[dtype][op](dst, a, b, count);
+}
+
+/* ---- scaling -------------------------------------------------------------------------- */
+
+/* Truncate toward zero, saturating at the type's range; NaN gives 0. */
+static inline int64_t to_int_sat(double d, int64_t lo, int64_t hi) {
+  if (__builtin_isnan(d)) return 0;
+  if (d <= (double)lo) return lo;
+  if (d >= (double)hi) return hi; /* (double)INT64_MAX is 2^63: the test is exact */
+  return (int64_t)d;
+}
+
+#define SCALE_INT_(T, lo, hi)                                                           \
+  do {                                                                                  \
+    T *p = buf;                                                                         \
+    for (size_t i = 0; i < count; i++)                                                  \
+      p[i] = (T)to_int_sat((double)p[i] * factor, (lo), (hi));                          \
+  } while (0)
+
+void hvd_scale(void *buf, size_t count, hvd_dtype_t dtype, double factor) {
+  if (factor == 1.0) return; /* exact for every type, and spares int64 the trip to double */
+  float f32f = (float)factor;
+  switch (dtype) {
+  case HVD_FLOAT16: {
+    uint16_t *p = buf;
+    for (size_t i = 0; i < count; i++)
+      p[i] = hvd_f32_to_f16(hvd_prod_f32(hvd_f16_to_f32(p[i]), f32f));
+    break;
+  }
+  case HVD_BFLOAT16: {
+    uint16_t *p = buf;
+    for (size_t i = 0; i < count; i++)
+      p[i] = hvd_f32_to_bf16(hvd_prod_f32(hvd_bf16_to_f32(p[i]), f32f));
+    break;
+  }
+  case HVD_FLOAT32: {
+    float *p = buf;
+    for (size_t i = 0; i < count; i++) {
+      float r = (float)((double)p[i] * factor);
+      p[i] = __builtin_isnan(r) ? hvd_qnan_f32() : r;
+    }
+    break;
+  }
+  case HVD_FLOAT64: {
+    double *p = buf;
+    for (size_t i = 0; i < count; i++) p[i] = hvd_prod_f64(p[i], factor);
+    break;
+  }
+  case HVD_INT8:
+    SCALE_INT_(int8_t, INT8_MIN, INT8_MAX);
+    break;
+  case HVD_UINT8:
+    SCALE_INT_(uint8_t, 0, UINT8_MAX);
+    break;
+  case HVD_INT32:
+    SCALE_INT_(int32_t, INT32_MIN, INT32_MAX);
+    break;
+  case HVD_INT64:
+    SCALE_INT_(int64_t, INT64_MIN, INT64_MAX);
+    break;
+  default:
+    break;
+  }
+}

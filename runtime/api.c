@@ -1,0 +1,490 @@
+/*
+ * The application-facing entry points. Every operation fills entries and goes
+ * through one checking path (check_args) and one enqueue (submit); nothing here
+ * touches the transport. Argument errors fail synchronously with a log line naming
+ * the argument.
+ */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "collectives/reduce.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "runtime/ctx.h"
+
+static const char *op_fn(hvd_msg_type_t t) {
+  switch (t) {
+  case HVD_MSG_ALLREDUCE: return "allreduce";
+  case HVD_MSG_ALLGATHER: return "allgather";
+  case HVD_MSG_BROADCAST: return "broadcast";
+  case HVD_MSG_REDUCESCATTER: return "reducescatter";
+  case HVD_MSG_ALLTOALL: return "alltoall";
+  case HVD_MSG_BARRIER: return "barrier";
+  case HVD_MSG_JOIN: return "join";
+  case HVD_MSG_PROCESS_SET: return "process_set";
+  default: return "op";
+  }
+}
+
+__attribute__((format(printf, 3, 4))) static hvd_status_t
+invalid(hvd_msg_type_t t, const char *name, const char *fmt, ...) {
+  char what[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(what, sizeof what, fmt, ap);
+  va_end(ap);
+  HVD_ERROR("%s(%s): invalid parameter: %s", op_fn(t), name ? name : "<unnamed>", what);
+  return HVD_ERR_INVALID_PARAM;
+}
+
+/* ---- requests ----------------------------------------------------------------------- */
+
+static hvd_req_t *req_new(hvd_ctx_t *ctx, int n) {
+  hvd_req_t *r = calloc(1, sizeof *r);
+  if (r == NULL) return NULL;
+  r->entries = calloc((size_t)n, sizeof *r->entries);
+  if (r->entries == NULL) {
+    free(r);
+    return NULL;
+  }
+  r->ctx = ctx;
+  r->nentries = n;
+  atomic_init(&r->remaining, n);
+  r->int_result = -1;
+  pthread_mutex_init(&r->mu, NULL);
+  pthread_cond_init(&r->cv, NULL);
+  for (int i = 0; i < n; i++) r->entries[i].req = r;
+  return r;
+}
+
+static void req_destroy(hvd_req_t *r) {
+  for (int i = 0; i < r->nentries; i++) {
+    hvd_request_free(&r->entries[i].meta);
+    free(r->entries[i].key);
+  }
+  free(r->entries);
+  free(r->out_alloc);
+  free(r->recv_counts);
+  pthread_mutex_destroy(&r->mu);
+  pthread_cond_destroy(&r->cv);
+  free(r);
+}
+
+void hvd_req_finish(hvd_req_t *r) {
+  if (r->callback) r->callback(r, r->status, r->callback_arg);
+  pthread_mutex_lock(&r->mu);
+  atomic_store_explicit(&r->done, 1, memory_order_release);
+  pthread_cond_broadcast(&r->cv);
+  pthread_mutex_unlock(&r->mu);
+}
+
+void hvd_entry_complete(hvd_ctx_t *ctx, hvd_entry_t *e, hvd_status_t st, const char *msg) {
+  hvd_req_t *r = e->req;
+  pthread_mutex_lock(&ctx->mu);
+  hvd_strmap_del(&ctx->inflight, e->key);
+  pthread_mutex_unlock(&ctx->mu);
+  atomic_fetch_add(&ctx->st_completed, 1);
+  if (st != HVD_OK) {
+    pthread_mutex_lock(&r->mu);
+    if (r->status == HVD_OK) {
+      r->status = st;
+      snprintf(r->err, sizeof r->err, "%s", msg ? msg : hvd_status_string(st));
+    }
+    pthread_mutex_unlock(&r->mu);
+  }
+  if (atomic_fetch_sub(&r->remaining, 1) == 1) hvd_req_finish(r);
+}
+
+/* ---- the checking path -------------------------------------------------------------- */
+
+static hvd_status_t check_args(hvd_ctx_t *ctx, hvd_msg_type_t t, const hvd_op_args_t *a,
+                               int *set_size) {
+  const char *nm = a->name;
+  hvd_pset_t *ps = hvd_pset_get(ctx, a->process_set);
+  if (ps == NULL) return invalid(t, nm, "process_set %d does not exist", a->process_set);
+  if (ps->me < 0)
+    return invalid(t, nm, "rank %d is not a member of process_set %d", ctx->id.rank, a->process_set);
+  *set_size = ps->n;
+  if (nm != NULL && strlen(nm) >= HVD_NAME_MAX - 32)
+    return invalid(t, nm, "name is longer than %d characters", HVD_NAME_MAX - 32);
+  if (t == HVD_MSG_BARRIER || t == HVD_MSG_JOIN) return HVD_OK;
+  if ((unsigned)a->dtype >= HVD_DTYPE_COUNT)
+    return invalid(t, nm, "dtype %d is not an hvd_dtype_t", (int)a->dtype);
+  int reduces = t == HVD_MSG_ALLREDUCE || t == HVD_MSG_REDUCESCATTER;
+  if (reduces) {
+    if ((unsigned)a->op >= HVD_OP_COUNT) return invalid(t, nm, "op %d is not an hvd_op_t", (int)a->op);
+    if (!hvd_reduce_supported(a->dtype, a->op))
+      return invalid(t, nm, "op %s is not supported for dtype %s", hvd_op_name(a->op),
+                     hvd_dtype_name(a->dtype));
+    if (!isfinite(a->prescale) || !isfinite(a->postscale))
+      return invalid(t, nm, "prescale and postscale must be finite (got %g, %g)", a->prescale,
+                     a->postscale);
+  }
+  size_t bytes;
+  if (hvd_mul_overflow(a->count, hvd_dtype_size(a->dtype), &bytes) || bytes > (SIZE_MAX >> 2))
+    return invalid(t, nm, "count %zu of %s overflows the byte size", a->count, hvd_dtype_name(a->dtype));
+  switch (t) {
+  case HVD_MSG_BROADCAST:
+    if (a->root < 0 || a->root >= ps->n)
+      return invalid(t, nm, "root %d is out of range: process_set %d has %d ranks", a->root,
+                     a->process_set, ps->n);
+    if (a->count > 0 && a->recvbuf == NULL) return invalid(t, nm, "recvbuf is NULL with count > 0");
+    break;
+  case HVD_MSG_ALLTOALL:
+    if (a->count > 0 && a->sendbuf == NULL) return invalid(t, nm, "sendbuf is NULL with count > 0");
+    if (a->splits != NULL) {
+      size_t sum = 0;
+      for (int j = 0; j < ps->n; j++) {
+        if (__builtin_add_overflow(sum, a->splits[j], &sum))
+          return invalid(t, nm, "splits overflow");
+      }
+      if (sum != a->count)
+        return invalid(t, nm, "splits add up to %zu but count is %zu", sum, a->count);
+    } else if (a->count % (size_t)ps->n != 0) {
+      return invalid(t, nm, "count %zu is not divisible by the %d ranks of the set; pass splits",
+                     a->count, ps->n);
+    }
+    if (a->recvbuf == NULL && a->recv_capacity != 0)
+      return invalid(t, nm, "recv_capacity is set but recvbuf is NULL");
+    break;
+  case HVD_MSG_ALLGATHER:
+    if (a->count > 0 && a->sendbuf == NULL) return invalid(t, nm, "sendbuf is NULL with count > 0");
+    if (a->recvbuf == NULL && a->recv_capacity != 0)
+      return invalid(t, nm, "recv_capacity is set but recvbuf is NULL");
+    break;
+  default: /* allreduce, reducescatter */
+    if (a->count > 0 && a->sendbuf == NULL) return invalid(t, nm, "sendbuf is NULL with count > 0");
+    if (a->count > 0 && a->recvbuf == NULL) return invalid(t, nm, "recvbuf is NULL with count > 0");
+    if (t == HVD_MSG_ALLREDUCE && a->count > 0 && a->sendbuf != a->recvbuf) {
+      const char *s = a->sendbuf, *d = a->recvbuf;
+      if (s < d + bytes && d < s + bytes)
+        return invalid(t, nm, "sendbuf and recvbuf overlap without being equal");
+    }
+    break;
+  }
+  return HVD_OK;
+}
+
+static void fill_entry(hvd_ctx_t *ctx, hvd_entry_t *e, hvd_msg_type_t t, const hvd_op_args_t *a,
+                       int set_size) {
+  e->meta.type = (uint8_t)t;
+  e->meta.dtype = (uint8_t)a->dtype;
+  e->meta.op = (uint8_t)(t == HVD_MSG_ALLREDUCE || t == HVD_MSG_REDUCESCATTER ? a->op : 0);
+  e->meta.root = t == HVD_MSG_BROADCAST ? a->root : 0;
+  e->meta.count = t == HVD_MSG_BARRIER || t == HVD_MSG_JOIN ? 0 : a->count;
+  e->meta.prescale = a->prescale;
+  e->meta.postscale = a->postscale;
+  e->pset = a->process_set;
+  e->sendbuf = a->sendbuf;
+  e->recvbuf = a->recvbuf;
+  e->recv_capacity = a->recv_capacity;
+  (void)ctx;
+  (void)set_size;
+}
+
+/* Names, duplicate check and enqueue of n entries as one unit. */
+static hvd_status_t submit(hvd_ctx_t *ctx, hvd_req_t *r) {
+  hvd_status_t rc = HVD_OK;
+  for (int i = 0; i < r->nentries; i++) {
+    hvd_entry_t *e = &r->entries[i];
+    e->enqueue_ns = hvd_now_ns();
+  }
+  pthread_mutex_lock(&ctx->mu);
+  if (ctx->stopping) {
+    rc = HVD_ERR_SHUTDOWN;
+    HVD_ERROR("%s: hvd_shutdown has already begun", r->entries[0].meta.name);
+    goto out;
+  }
+  if (atomic_load(&ctx->aborted)) {
+    rc = HVD_ERR_ABORTED;
+    HVD_ERROR("%s: the job has failed: %s", r->entries[0].meta.name, ctx->abort_msg);
+    goto out;
+  }
+  for (int i = 0; i < r->nentries; i++) {
+    hvd_entry_t *e = &r->entries[i];
+    if (hvd_strmap_get(&ctx->inflight, e->key) != NULL) {
+      rc = invalid((hvd_msg_type_t)e->meta.type, e->meta.name,
+                   "a tensor named '%s' is already in flight on this rank (process_set %d)",
+                   e->meta.name, e->pset);
+      for (int j = 0; j < i; j++) hvd_strmap_del(&ctx->inflight, r->entries[j].key);
+      goto out;
+    }
+    if (hvd_strmap_put(&ctx->inflight, e->key, e) != 0) {
+      for (int j = 0; j < i; j++) hvd_strmap_del(&ctx->inflight, r->entries[j].key);
+      rc = HVD_ERR_NO_MEMORY;
+      goto out;
+    }
+  }
+  for (int i = 0; i < r->nentries; i++) {
+    hvd_entry_t *e = &r->entries[i];
+    e->next = NULL;
+    if (ctx->tail) ctx->tail->next = e;
+    else ctx->head = e;
+    ctx->tail = e;
+  }
+  atomic_store(&ctx->queued, 1);
+  atomic_fetch_add(&ctx->st_submitted, (unsigned long long)r->nentries);
+  pthread_cond_signal(&ctx->cv);
+out:
+  pthread_mutex_unlock(&ctx->mu);
+  return rc;
+}
+
+static hvd_status_t name_entry(hvd_ctx_t *ctx, hvd_entry_t *e, const char *name) {
+  char buf[HVD_NAME_MAX];
+  if (name == NULL) {
+    pthread_mutex_lock(&ctx->mu);
+    unsigned long long k = (unsigned long long)ctx->noname_seq++;
+    pthread_mutex_unlock(&ctx->mu);
+    snprintf(buf, sizeof buf, "%s.noname.%llu", op_fn((hvd_msg_type_t)e->meta.type), k);
+    name = buf;
+  }
+  e->meta.name = strdup(name);
+  size_t kl = strlen(name) + 16;
+  e->key = malloc(kl);
+  if (e->meta.name == NULL || e->key == NULL) return HVD_ERR_NO_MEMORY;
+  snprintf(e->key, kl, "%d/%s", e->pset, name);
+  return HVD_OK;
+}
+
+static hvd_status_t post(hvd_ctx_t *ctx, hvd_msg_type_t t, const hvd_op_args_t *args, int n,
+                         hvd_req_t **out) {
+  if (out == NULL) return invalid(t, NULL, "req is NULL");
+  *out = NULL;
+  if (ctx == NULL) return invalid(t, NULL, "ctx is NULL");
+  if (args == NULL) return invalid(t, NULL, "args is NULL");
+  if (n < 1 || n > 1000000) return invalid(t, NULL, "the number of tensors %d is out of range", n);
+  int set_size = 0;
+  for (int i = 0; i < n; i++) {
+    HVD_CHECK(check_args(ctx, t, &args[i], &set_size));
+    if (i > 0 && args[i].process_set != args[0].process_set)
+      return invalid(t, args[i].name, "a group must use one process set");
+    if (i > 0 && args[i].callback != NULL)
+      return invalid(t, args[i].name, "only the first tensor of a group may have a callback");
+  }
+  hvd_req_t *r = req_new(ctx, n);
+  if (r == NULL) return HVD_ERR_NO_MEMORY;
+  hvd_status_t rc = HVD_OK;
+  for (int i = 0; i < n && rc == HVD_OK; i++) {
+    hvd_entry_t *e = &r->entries[i];
+    fill_entry(ctx, e, t, &args[i], set_size);
+    if (t == HVD_MSG_ALLTOALL) {
+      e->meta.nsplits = (uint32_t)set_size;
+      e->meta.splits = malloc((size_t)set_size * sizeof *e->meta.splits);
+      if (e->meta.splits == NULL) rc = HVD_ERR_NO_MEMORY;
+      for (int j = 0; j < set_size && rc == HVD_OK; j++)
+        e->meta.splits[j] = args[i].splits ? args[i].splits[j] : args[i].count / (size_t)set_size;
+    }
+    if (rc == HVD_OK) rc = name_entry(ctx, e, args[i].name);
+  }
+  r->callback = args[0].callback;
+  r->callback_arg = args[0].callback_arg;
+  if (rc == HVD_OK) rc = submit(ctx, r);
+  if (rc != HVD_OK) {
+    req_destroy(r);
+    return rc;
+  }
+  *out = r;
+  return HVD_OK;
+}
+
+/* ---- public entry points -------------------------------------------------------------- */
+
+hvd_status_t hvd_allreduce_ex(hvd_ctx_t *ctx, const hvd_op_args_t *a, hvd_req_t **req) {
+  return post(ctx, HVD_MSG_ALLREDUCE, a, 1, req);
+}
+hvd_status_t hvd_grouped_allreduce(hvd_ctx_t *ctx, const hvd_op_args_t *a, int n, hvd_req_t **req) {
+  return post(ctx, HVD_MSG_ALLREDUCE, a, n, req);
+}
+hvd_status_t hvd_allgather_ex(hvd_ctx_t *ctx, const hvd_op_args_t *a, hvd_req_t **req) {
+  return post(ctx, HVD_MSG_ALLGATHER, a, 1, req);
+}
+hvd_status_t hvd_broadcast_ex(hvd_ctx_t *ctx, const hvd_op_args_t *a, hvd_req_t **req) {
+  return post(ctx, HVD_MSG_BROADCAST, a, 1, req);
+}
+hvd_status_t hvd_reducescatter_ex(hvd_ctx_t *ctx, const hvd_op_args_t *a, hvd_req_t **req) {
+  return post(ctx, HVD_MSG_REDUCESCATTER, a, 1, req);
+}
+hvd_status_t hvd_alltoall_ex(hvd_ctx_t *ctx, const hvd_op_args_t *a, hvd_req_t **req) {
+  return post(ctx, HVD_MSG_ALLTOALL, a, 1, req);
+}
+
+hvd_status_t hvd_allreduce_async(hvd_ctx_t *ctx, const char *name, const void *sendbuf,
+                                 void *recvbuf, size_t count, hvd_dtype_t dtype, hvd_op_t op,
+                                 hvd_req_t **req) {
+  hvd_op_args_t a = HVD_OP_ARGS_INIT;
+  a.name = name;
+  a.sendbuf = sendbuf;
+  a.recvbuf = recvbuf;
+  a.count = count;
+  a.dtype = dtype;
+  a.op = op;
+  return post(ctx, HVD_MSG_ALLREDUCE, &a, 1, req);
+}
+
+static hvd_status_t wait_free(hvd_req_t *req, int *int_result) {
+  hvd_status_t rc = hvd_wait(req);
+  if (rc != HVD_OK) HVD_DEBUG("%s: %s", req->entries[0].meta.name, req->err);
+  if (int_result) *int_result = req->int_result;
+  hvd_req_free(req);
+  return rc;
+}
+
+hvd_status_t hvd_allreduce(hvd_ctx_t *ctx, const char *name, const void *sendbuf, void *recvbuf,
+                           size_t count, hvd_dtype_t dtype, hvd_op_t op) {
+  hvd_req_t *req;
+  HVD_CHECK(hvd_allreduce_async(ctx, name, sendbuf, recvbuf, count, dtype, op, &req));
+  return wait_free(req, NULL);
+}
+
+hvd_status_t hvd_broadcast(hvd_ctx_t *ctx, const char *name, void *buf, size_t count,
+                           hvd_dtype_t dtype, int root) {
+  hvd_op_args_t a = HVD_OP_ARGS_INIT;
+  a.name = name;
+  a.sendbuf = buf;
+  a.recvbuf = buf;
+  a.count = count;
+  a.dtype = dtype;
+  a.root = root;
+  hvd_req_t *req;
+  HVD_CHECK(hvd_broadcast_ex(ctx, &a, &req));
+  return wait_free(req, NULL);
+}
+
+hvd_status_t hvd_barrier(hvd_ctx_t *ctx, int process_set) {
+  hvd_op_args_t a = HVD_OP_ARGS_INIT;
+  a.name = "barrier.noname";
+  a.process_set = process_set;
+  hvd_req_t *req;
+  HVD_CHECK(post(ctx, HVD_MSG_BARRIER, &a, 1, &req));
+  return wait_free(req, NULL);
+}
+
+hvd_status_t hvd_join(hvd_ctx_t *ctx, int process_set, int *last_joined) {
+  hvd_op_args_t a = HVD_OP_ARGS_INIT;
+  a.name = "join.noname";
+  a.process_set = process_set;
+  hvd_req_t *req;
+  HVD_CHECK(post(ctx, HVD_MSG_JOIN, &a, 1, &req));
+  int last = -1;
+  hvd_status_t rc = wait_free(req, &last);
+  if (last_joined) *last_joined = last;
+  return rc;
+}
+
+static int cmp_int(const void *a, const void *b) {
+  int x = *(const int *)a, y = *(const int *)b;
+  return (x > y) - (x < y);
+}
+
+hvd_status_t hvd_process_set_create(hvd_ctx_t *ctx, const int *ranks, int n, int *id) {
+  const hvd_msg_type_t t = HVD_MSG_PROCESS_SET;
+  if (ctx == NULL || id == NULL) return invalid(t, NULL, "ctx or id is NULL");
+  if (ranks == NULL || n < 1 || n > ctx->id.size)
+    return invalid(t, NULL, "need 1 to %d ranks, got %d", ctx->id.size, n);
+  int *sorted = malloc((size_t)n * sizeof *sorted);
+  if (sorted == NULL) return HVD_ERR_NO_MEMORY;
+  memcpy(sorted, ranks, (size_t)n * sizeof *sorted);
+  qsort(sorted, (size_t)n, sizeof *sorted, cmp_int);
+  for (int i = 0; i < n; i++)
+    if (sorted[i] < 0 || sorted[i] >= ctx->id.size || (i > 0 && sorted[i] == sorted[i - 1])) {
+      free(sorted);
+      return invalid(t, NULL, "ranks must be distinct and in [0, %d)", ctx->id.size);
+    }
+  hvd_req_t *r = req_new(ctx, 1);
+  if (r == NULL) {
+    free(sorted);
+    return HVD_ERR_NO_MEMORY;
+  }
+  hvd_entry_t *e = &r->entries[0];
+  e->meta.type = HVD_MSG_PROCESS_SET;
+  e->meta.nsplits = (uint32_t)n;
+  e->meta.splits = malloc((size_t)n * sizeof *e->meta.splits);
+  hvd_status_t rc = e->meta.splits ? HVD_OK : HVD_ERR_NO_MEMORY;
+  for (int i = 0; i < n && rc == HVD_OK; i++) e->meta.splits[i] = (uint64_t)sorted[i];
+  free(sorted);
+  e->pset = 0;
+  if (rc == HVD_OK) rc = name_entry(ctx, e, "process_set.create");
+  if (rc == HVD_OK) rc = submit(ctx, r);
+  if (rc != HVD_OK) {
+    req_destroy(r);
+    return rc;
+  }
+  int got = -1;
+  rc = wait_free(r, &got);
+  if (rc == HVD_OK) *id = got;
+  return rc;
+}
+
+int hvd_process_set_rank(hvd_ctx_t *ctx, int id) {
+  hvd_pset_t *ps = ctx ? hvd_pset_get(ctx, id) : NULL;
+  return ps ? ps->me : -1;
+}
+int hvd_process_set_size(hvd_ctx_t *ctx, int id) {
+  hvd_pset_t *ps = ctx ? hvd_pset_get(ctx, id) : NULL;
+  return ps ? ps->n : -1;
+}
+
+hvd_status_t hvd_get_stats(hvd_ctx_t *ctx, hvd_stats_t *s) {
+  if (ctx == NULL || s == NULL) return HVD_ERR_INVALID_PARAM;
+  s->tensors_submitted = atomic_load(&ctx->st_submitted);
+  s->tensors_completed = atomic_load(&ctx->st_completed);
+  s->collectives = atomic_load(&ctx->st_collectives);
+  s->fused_tensors = atomic_load(&ctx->st_fused);
+  s->cache_hits = atomic_load(&ctx->st_cache_hits);
+  s->negotiations = atomic_load(&ctx->st_negotiations);
+  return HVD_OK;
+}
+
+/* ---- request access ----------------------------------------------------------------- */
+
+hvd_status_t hvd_test(hvd_req_t *req, int *done) {
+  if (req == NULL || done == NULL) return HVD_ERR_INVALID_PARAM;
+  if (atomic_load_explicit(&req->done, memory_order_acquire)) {
+    *done = 1;
+    return req->status;
+  }
+  *done = 0;
+  return HVD_IN_PROGRESS;
+}
+
+hvd_status_t hvd_wait(hvd_req_t *req) {
+  if (req == NULL) return HVD_ERR_INVALID_PARAM;
+  pthread_mutex_lock(&req->mu);
+  while (!atomic_load_explicit(&req->done, memory_order_acquire))
+    pthread_cond_wait(&req->cv, &req->mu);
+  hvd_status_t st = req->status;
+  pthread_mutex_unlock(&req->mu);
+  return st;
+}
+
+const char *hvd_req_error(const hvd_req_t *req) {
+  if (req == NULL || !atomic_load_explicit(&req->done, memory_order_acquire)) return "";
+  return req->err;
+}
+
+hvd_status_t hvd_req_output(const hvd_req_t *req, void **buf, size_t *count) {
+  if (req == NULL || !atomic_load_explicit(&req->done, memory_order_acquire)) return HVD_ERR_INVALID_PARAM;
+  uint8_t t = req->entries[0].meta.type;
+  if (t != HVD_MSG_ALLGATHER && t != HVD_MSG_ALLTOALL) return HVD_ERR_INVALID_PARAM;
+  if (buf) *buf = req->out_buf;
+  if (count) *count = req->out_count;
+  return req->status;
+}
+
+hvd_status_t hvd_req_recv_counts(const hvd_req_t *req, const size_t **counts, int *n) {
+  if (req == NULL || !atomic_load_explicit(&req->done, memory_order_acquire) || req->recv_counts == NULL)
+    return HVD_ERR_INVALID_PARAM;
+  if (counts) *counts = req->recv_counts;
+  if (n) *n = req->nrecv_counts;
+  return req->status;
+}
+
+void hvd_req_free(hvd_req_t *req) {
+  if (req == NULL) return;
+  hvd_wait(req);
+  req_destroy(req);
+}

@@ -1,0 +1,289 @@
+/*
+ * Context life cycle: hvd_init and hvd_shutdown, the getters, and the liveness thread.
+ *
+ * hvd_init: identity and settings from the environment -> connect to the rendezvous
+ * (authenticated with the job token) -> open the libfabric transport -> publish our
+ * address blob ("addr/<rank>" = host NUL blob) and read everyone else's -> connect the
+ * transport -> rendezvous barrier (libfabric shm connects lazily, so nobody sends
+ * before every endpoint exists) -> start the background and liveness threads.
+ *
+ * hvd_shutdown: the background thread drains what was queued before shutdown began
+ * and exits -> the liveness thread stops -> a bounded rendezvous barrier so no rank
+ * closes its endpoint while a peer may still be receiving from it -> BYE -> close.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "collectives/select.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "runtime/ctx.h"
+
+#define ADDR_BLOB_MAX 4096
+
+void hvd_ctx_abort(hvd_ctx_t *ctx, const char *fmt, ...) {
+  pthread_mutex_lock(&ctx->abort_mu);
+  if (!atomic_load(&ctx->aborted)) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ctx->abort_msg, sizeof ctx->abort_msg, fmt, ap);
+    va_end(ap);
+    atomic_store(&ctx->aborted, 1);
+    HVD_ERROR("%s", ctx->abort_msg);
+  }
+  pthread_mutex_unlock(&ctx->abort_mu);
+  /* Wake the background thread so queued work fails now rather than later. */
+  pthread_mutex_lock(&ctx->mu);
+  pthread_cond_broadcast(&ctx->cv);
+  pthread_mutex_unlock(&ctx->mu);
+}
+
+static void *live_main(void *arg) {
+  hvd_ctx_t *ctx = arg;
+  struct pollfd fds[2] = {{.fd = hvd_rdv_fd(ctx->rdv), .events = POLLIN},
+                          {.fd = ctx->live_pipe[0], .events = POLLIN}};
+  for (;;) {
+    int n = poll(fds, 2, -1);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      hvd_ctx_abort(ctx, "liveness: poll failed: %s", strerror(errno));
+      return NULL;
+    }
+    if (fds[1].revents) return NULL; /* shutdown */
+    if (fds[0].revents) {
+      hvd_err_t err = {{0}};
+      hvd_status_t rc = hvd_rdv_read_event(ctx->rdv, &err);
+      if (rc == HVD_OK) continue;
+      hvd_ctx_abort(ctx, "%s", err.msg[0] ? err.msg : hvd_status_string(rc));
+      return NULL;
+    }
+  }
+}
+
+/* Exchange address blobs through the rendezvous and connect the transport. */
+static hvd_status_t exchange_addresses(hvd_ctx_t *ctx, int timeout_ms, hvd_err_t *err) {
+  int n = ctx->id.size;
+  hvd_status_t rc;
+  char key[64];
+  char mine[HVD_HOST_MAX + ADDR_BLOB_MAX];
+  size_t hostlen = strlen(ctx->id.hostname) + 1;
+  size_t bloblen = ADDR_BLOB_MAX;
+  void **vals = calloc((size_t)n, sizeof *vals);
+  const void **blobs = calloc((size_t)n, sizeof *blobs);
+  size_t *lens = calloc((size_t)n, sizeof *lens);
+  int *same = calloc((size_t)n, sizeof *same);
+  if (!vals || !blobs || !lens || !same) {
+    rc = HVD_ERR_NO_MEMORY;
+    hvd_err_set(err, "out of memory for %d address blobs", n);
+    goto out;
+  }
+  memcpy(mine, ctx->id.hostname, hostlen);
+  rc = ctx->tp->ops->get_address(ctx->tp, mine + hostlen, &bloblen);
+  if (rc != HVD_OK) {
+    hvd_err_set(err, "transport address: %s", ctx->tp->err.msg);
+    goto out;
+  }
+  snprintf(key, sizeof key, "addr/%d", ctx->id.rank);
+  HVD_CHECK_GOTO(hvd_rdv_put(ctx->rdv, key, mine, hostlen + bloblen, err), rc, out);
+  for (int r = 0; r < n; r++) {
+    size_t len = 0;
+    snprintf(key, sizeof key, "addr/%d", r);
+    rc = hvd_rdv_get(ctx->rdv, key, &vals[r], &len, timeout_ms, err);
+    if (rc == HVD_ERR_TIMEOUT)
+      hvd_err_set(err, "rank %d did not publish its address within %d ms", r, timeout_ms);
+    if (rc != HVD_OK) goto out;
+    const char *host = vals[r];
+    size_t hl = strnlen(host, len);
+    if (hl == len) {
+      rc = HVD_ERR_PROTOCOL;
+      hvd_err_set(err, "rank %d published a malformed address", r);
+      goto out;
+    }
+    same[r] = strcmp(host, ctx->id.hostname) == 0;
+    blobs[r] = host + hl + 1;
+    lens[r] = len - hl - 1;
+  }
+  rc = ctx->tp->ops->connect(ctx->tp, blobs, lens, same);
+  if (rc != HVD_OK) hvd_err_set(err, "transport connect: %s", ctx->tp->err.msg);
+out:
+  if (vals)
+    for (int r = 0; r < n; r++) free(vals[r]);
+  free(vals);
+  free(blobs);
+  free(lens);
+  free(same);
+  return rc;
+}
+
+static void ctx_free(hvd_ctx_t *ctx) {
+  /* The transport goes first: receives it still holds point into communicators. */
+  if (ctx->tp) ctx->tp->ops->destroy(ctx->tp);
+  for (int i = 0; i < HVD_MAX_PSETS; i++)
+    if (ctx->psets[i]) {
+      hvd_comm_release(&ctx->psets[i]->comm);
+      hvd_pset_free(ctx->psets[i]);
+    }
+  hvd_engine_free(ctx->eng);
+  free(ctx->fusion);
+  hvd_strmap_free(&ctx->inflight);
+  if (ctx->rdv) hvd_rdv_close(ctx->rdv);
+  if (ctx->live_pipe[0] >= 0) close(ctx->live_pipe[0]);
+  if (ctx->live_pipe[1] >= 0) close(ctx->live_pipe[1]);
+  pthread_mutex_destroy(&ctx->mu);
+  pthread_cond_destroy(&ctx->cv);
+  pthread_mutex_destroy(&ctx->abort_mu);
+  pthread_mutex_destroy(&ctx->pset_mu);
+  free(ctx);
+}
+
+hvd_status_t hvd_init(hvd_ctx_t **out) {
+  hvd_err_t err = {{0}};
+  hvd_status_t rc;
+  if (out == NULL) return HVD_ERR_INVALID_PARAM;
+  *out = NULL;
+  if (hvd_log_init_from_env() < 0) {
+    HVD_ERROR("init: HVD_LOG_LEVEL is not valid: expected one of trace, debug, info, "
+              "warning, error, fatal");
+    return HVD_ERR_INVALID_PARAM;
+  }
+  hvd_ctx_t *ctx = calloc(1, sizeof *ctx);
+  if (ctx == NULL) return HVD_ERR_NO_MEMORY;
+  ctx->live_pipe[0] = ctx->live_pipe[1] = -1;
+  pthread_mutex_init(&ctx->mu, NULL);
+  pthread_cond_init(&ctx->cv, NULL);
+  pthread_mutex_init(&ctx->abort_mu, NULL);
+  pthread_mutex_init(&ctx->pset_mu, NULL);
+  hvd_strmap_init(&ctx->inflight);
+  ctx->next_pset_id = 1;
+
+  HVD_CHECK_GOTO(hvd_identity_from_env(&ctx->id, &err), rc, fail);
+  HVD_CHECK_GOTO(hvd_config_load(&ctx->cfg, &err), rc, fail);
+  hvd_log_set_level((hvd_log_level_t)ctx->cfg.log_level);
+  {
+    char prefix[16];
+    snprintf(prefix, sizeof prefix, "%d", ctx->id.rank);
+    hvd_log_set_prefix(prefix);
+  }
+
+  {
+    int a = hvd_algo_parse(ctx->cfg.allreduce_algo);
+    if (a < 0) {
+      rc = HVD_ERR_INVALID_PARAM;
+      hvd_err_set(&err, "HVD_ALLREDUCE_ALGO=\"%s\" is not valid: expected one of auto, ring, "
+                        "tree, rd", ctx->cfg.allreduce_algo);
+      goto fail;
+    }
+    ctx->allreduce_algo = a;
+  }
+  if (ctx->id.size > 1) {
+    int timeout_ms = (int)(ctx->cfg.start_timeout_s * 1000);
+    rc = hvd_rdv_connect(ctx->id.rdv_addr, ctx->id.rdv_port, ctx->id.token, ctx->id.rank,
+                         ctx->id.size, timeout_ms, &ctx->rdv, &err);
+    if (rc != HVD_OK) {
+      hvd_err_prefix(&err, "rendezvous %s:%d", ctx->id.rdv_addr, ctx->id.rdv_port);
+      goto fail;
+    }
+    hvd_ofi_params_t p = {.rank = ctx->id.rank,
+                          .size = ctx->id.size,
+                          .provider = ctx->cfg.ofi_provider,
+                          .iface = ctx->cfg.ofi_iface,
+                          .max_msg_size = (size_t)ctx->cfg.ofi_max_msg_size};
+    HVD_CHECK_GOTO(hvd_ofi_create(&p, &ctx->tp, &err), rc, fail);
+    hvd_transport_set_abort(ctx->tp, &ctx->aborted);
+    HVD_CHECK_GOTO(exchange_addresses(ctx, timeout_ms, &err), rc, fail);
+    HVD_CHECK_GOTO(hvd_rdv_barrier(ctx->rdv, "connected", timeout_ms, &err), rc, fail);
+    if (pipe2(ctx->live_pipe, O_CLOEXEC) != 0) {
+      rc = HVD_ERR_INTERNAL;
+      hvd_err_set(&err, "pipe: %s", strerror(errno));
+      goto fail;
+    }
+    if (pthread_create(&ctx->live, NULL, live_main, ctx) != 0) {
+      rc = HVD_ERR_INTERNAL;
+      hvd_err_set(&err, "cannot start the liveness thread");
+      goto fail;
+    }
+    ctx->live_started = 1;
+  }
+  {
+    int *all = malloc((size_t)ctx->id.size * sizeof *all);
+    hvd_pset_t *world = NULL;
+    if (all != NULL) {
+      for (int r = 0; r < ctx->id.size; r++) all[r] = r;
+      world = hvd_pset_new(ctx, 0, all, ctx->id.size);
+      free(all);
+    }
+    if (world == NULL) {
+      rc = HVD_ERR_NO_MEMORY;
+      hvd_err_set(&err, "out of memory for the global process set");
+      goto fail;
+    }
+    hvd_pset_install(ctx, world);
+  }
+  HVD_CHECK_GOTO(hvd_engine_new(ctx, &ctx->eng, &err), rc, fail);
+  if (pthread_create(&ctx->bg, NULL, hvd_bg_main, ctx) != 0) {
+    rc = HVD_ERR_INTERNAL;
+    hvd_err_set(&err, "cannot start the background thread");
+    goto fail;
+  }
+  ctx->bg_started = 1;
+  HVD_INFO("initialized: rank %d of %d on %s (local %d/%d, cross %d/%d)", ctx->id.rank,
+           ctx->id.size, ctx->id.hostname, ctx->id.local_rank, ctx->id.local_size,
+           ctx->id.cross_rank, ctx->id.cross_size);
+  *out = ctx;
+  return HVD_OK;
+
+fail:
+  HVD_ERROR("init failed: %s", err.msg[0] ? err.msg : hvd_status_string(rc));
+  if (ctx->live_started) {
+    (void)!write(ctx->live_pipe[1], "x", 1);
+    pthread_join(ctx->live, NULL);
+  }
+  ctx_free(ctx);
+  return rc;
+}
+
+hvd_status_t hvd_shutdown(hvd_ctx_t *ctx) {
+  if (ctx == NULL) return HVD_OK;
+  hvd_status_t rc = HVD_OK;
+  pthread_mutex_lock(&ctx->mu);
+  ctx->stopping = 1;
+  pthread_cond_broadcast(&ctx->cv);
+  pthread_mutex_unlock(&ctx->mu);
+  if (ctx->bg_started) pthread_join(ctx->bg, NULL);
+  if (ctx->live_started) {
+    (void)!write(ctx->live_pipe[1], "x", 1);
+    pthread_join(ctx->live, NULL);
+  }
+  if (atomic_load(&ctx->aborted)) rc = HVD_ERR_ABORTED;
+  if (ctx->rdv != NULL && rc == HVD_OK) {
+    hvd_err_t err = {{0}};
+    hvd_status_t brc = hvd_rdv_barrier(ctx->rdv, "shutdown",
+                                       (int)(ctx->cfg.shutdown_timeout_s * 1000), &err);
+    if (brc != HVD_OK) {
+      HVD_WARN("shutdown: not every rank reached shutdown: %s", err.msg);
+      rc = brc;
+    } else {
+      hvd_rdv_bye(ctx->rdv);
+    }
+  }
+  ctx_free(ctx);
+  return rc;
+}
+
+int hvd_rank(const hvd_ctx_t *ctx) { return ctx ? ctx->id.rank : -1; }
+int hvd_size(const hvd_ctx_t *ctx) { return ctx ? ctx->id.size : -1; }
+int hvd_local_rank(const hvd_ctx_t *ctx) { return ctx ? ctx->id.local_rank : -1; }
+int hvd_local_size(const hvd_ctx_t *ctx) { return ctx ? ctx->id.local_size : -1; }
+int hvd_cross_rank(const hvd_ctx_t *ctx) { return ctx ? ctx->id.cross_rank : -1; }
+int hvd_cross_size(const hvd_ctx_t *ctx) { return ctx ? ctx->id.cross_size : -1; }
+
+const char *hvd_ctx_error(const hvd_ctx_t *ctx) {
+  if (ctx == NULL || !atomic_load(&ctx->aborted)) return "";
+  return ctx->abort_msg; /* written once, before aborted was set */
+}

@@ -1,0 +1,181 @@
+/*
+ * The context, requests and process sets, private to runtime/.
+ *
+ * Threads: application threads only validate, enqueue and wait (api.c). One
+ * background thread per context owns the transport, negotiates and runs every
+ * collective (bg.c, exec.c). One liveness thread watches the rendezvous connection and
+ * turns an ABORT from the launcher, or the loss of the connection, into ctx->aborted.
+ *
+ * Objects: a request (hvd_req_t, what the caller holds) covers one or more entries
+ * (one per tensor; several for a grouped allreduce). Entries travel through the
+ * context's queue to the background thread, which files them per process set by name.
+ */
+#ifndef HVD_RUNTIME_CTX_H
+#define HVD_RUNTIME_CTX_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "collectives/comm.h"
+#include "common/err.h"
+#include "common/strmap.h"
+#include "hvd.h"
+#include "runtime/config.h"
+#include "runtime/coord.h"
+#include "runtime/message.h"
+#include "transport/rdv.h"
+#include "transport/transport.h"
+
+#define HVD_HOST_MAX 256
+#define HVD_MAX_PSETS 4096 /* ids fit the tag's comm field */
+
+typedef struct hvd_entry hvd_entry_t;
+
+struct hvd_entry {
+  hvd_entry_t *next; /* queue link (intrusive) */
+  hvd_req_t *req;
+  hvd_request_t meta; /* what goes on the wire; meta.name owned here */
+  char *key;          /* "<set>/<name>": the in-flight map key */
+  int pset;
+  const void *sendbuf;
+  void *recvbuf;
+  size_t recv_capacity;
+  uint64_t enqueue_ns;
+};
+
+struct hvd_req {
+  hvd_ctx_t *ctx;
+  int nentries;
+  atomic_int remaining;
+  hvd_entry_t *entries; /* nentries */
+  hvd_callback_t callback;
+  void *callback_arg;
+
+  /* Results, written by the background thread before `done` is set. */
+  hvd_status_t status;
+  char err[HVD_ERR_MSG_MAX];
+  void *out_buf; /* allgather/alltoall output (recvbuf, or out_alloc) */
+  void *out_alloc;
+  size_t out_count;
+  size_t *recv_counts;
+  int nrecv_counts;
+  int int_result; /* join: last rank; process set: id */
+
+  atomic_int done;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+};
+
+/* A process set as this rank sees it. */
+typedef struct hvd_pset {
+  int id;
+  int n;
+  int *members; /* global ranks, sorted */
+  int me;       /* my index, or -1 */
+  hvd_comm_t comm;
+
+  /* Member side (me >= 0). */
+  hvd_strmap_t pending; /* name -> entry submitted, not yet done */
+  uint64_t applied;     /* last response list applied */
+  int ncache;           /* worker cache: id -> slot */
+  struct wslot {
+    char *name;         /* NULL: empty */
+    hvd_request_t own;  /* my request when it was cached (own.name NULL: none) */
+  } *cache;
+  hvd_strmap_t cache_by_name;
+  hvd_request_list_t out; /* being built for the coordinator */
+  size_t out_cap;
+  int out_dirty;
+  int shutdown_sent;
+  int shut; /* the coordinator said everyone shut down */
+  hvd_entry_t *join_entry;
+
+  /* Coordinator side (global rank 0 only). */
+  hvd_coord_t *coord;
+} hvd_pset_t;
+
+/* Identity of this rank within the job (env.c). */
+typedef struct hvd_identity {
+  int rank, size, local_rank, local_size, cross_rank, cross_size;
+  char hostname[HVD_HOST_MAX];
+  char rdv_addr[HVD_HOST_MAX];
+  int rdv_port;
+  char token[HVD_RDV_TOKEN_LEN + 1];
+  int have_launcher; /* a rendezvous address was given */
+} hvd_identity_t;
+
+typedef struct hvd_engine hvd_engine_t; /* bg.c: control channel and buffers */
+
+struct hvd_ctx {
+  hvd_identity_t id;
+  hvd_config_t cfg;
+
+  hvd_rdv_client_t *rdv;
+  hvd_transport_t *tp;
+
+  /* Queue of entries for the background thread and names in flight, guarded by mu. */
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  hvd_entry_t *head, *tail;
+  atomic_int queued; /* head != NULL, readable without the lock */
+  hvd_strmap_t inflight; /* "<set>/<name>" -> entry, to refuse duplicates */
+  int stopping;      /* set by hvd_shutdown */
+  uint64_t noname_seq;
+
+  /* Process sets: written by the background thread, read by getters under pset_mu. */
+  pthread_mutex_t pset_mu;
+  hvd_pset_t *psets[HVD_MAX_PSETS];
+  int npsets;
+
+  hvd_engine_t *eng;
+  int next_pset_id;
+  int allreduce_algo; /* hvd_algo_t from HVD_ALLREDUCE_ALGO */
+
+  /* Persistent fusion buffer (background thread only), pre-touched. */
+  void *fusion;
+  size_t fusion_size;
+
+  /* Counters (atomics: read by hvd_get_stats from any thread). */
+  atomic_ullong st_submitted, st_completed, st_collectives, st_fused, st_cache_hits,
+      st_negotiations;
+
+  pthread_t bg;
+  int bg_started;
+  pthread_t live;
+  int live_started;
+  int live_pipe[2]; /* written to stop the liveness thread */
+
+  /* First job-wide failure; once set, everything fails with it. */
+  atomic_int aborted;
+  pthread_mutex_t abort_mu;
+  char abort_msg[HVD_ERR_MSG_MAX];
+};
+
+/* env.c: read the job identity from HVD_* (HOROVOD_* aliases). */
+hvd_status_t hvd_identity_from_env(hvd_identity_t *id, hvd_err_t *err);
+
+/* ctx.c: record the first job-wide failure (later calls are ignored). */
+void hvd_ctx_abort(hvd_ctx_t *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* pset.c */
+hvd_pset_t *hvd_pset_new(hvd_ctx_t *ctx, int id, const int *ranks, int n);
+void hvd_pset_free(hvd_pset_t *ps);
+/* Install ps in the table (background thread). */
+void hvd_pset_install(hvd_ctx_t *ctx, hvd_pset_t *ps);
+hvd_pset_t *hvd_pset_get(hvd_ctx_t *ctx, int id);
+
+/* bg.c */
+void *hvd_bg_main(void *arg);
+hvd_status_t hvd_engine_new(hvd_ctx_t *ctx, hvd_engine_t **out, hvd_err_t *err);
+void hvd_engine_free(hvd_engine_t *eng);
+
+/* exec.c: execute one response on a member; completes the entries it covers. */
+void hvd_exec_response(hvd_ctx_t *ctx, hvd_pset_t *ps, const hvd_response_t *r);
+/* Finish one entry (and its request when it was the last). */
+void hvd_entry_complete(hvd_ctx_t *ctx, hvd_entry_t *e, hvd_status_t st, const char *msg);
+
+/* api.c */
+void hvd_req_finish(hvd_req_t *r);
+
+#endif

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Install what is missing (Debian packages), then configure and build hvd.
+#   scripts/setup.sh [BUILD_DIR] [extra cmake args...]
+# BUILD_DIR defaults to build/. Safe to run again: it installs nothing that is there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(gcc make cmake pkg-config libfabric-dev libfabric-bin libhwloc-dev libuv1-dev
+          libcriterion-dev zlib1g-dev libopenblas-dev dataset-fashion-mnist procps iproute2)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+build=${1:-build}
+shift || true
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHVD_WERROR=ON "$@" >"$build.configure.log" 2>&1 ||
+  { cat "$build.configure.log"; exit 1; }
+grep -A12 "hvd .* configuration" "$build.configure.log" | sed 's/^-- //' || true
+cmake --build "$build" -j"$(nproc)"

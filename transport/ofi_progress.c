@@ -1,0 +1,180 @@
+/*
+ * Progress and waiting for the libfabric transport.
+ *
+ * How it works. Both providers run with manual data progress: bytes move (and
+ * tcp;ofi_rxm even sets up connections) only while we read their CQs. A progress
+ * pass reads every open CQ in batches (op_context is the hvd_xfer_t; each entry
+ * takes one off x->pending), turns error entries (-FI_EAVAIL -> fi_cq_readerr) into
+ * HVD_ERR_TRANSPORT on the xfer with the provider's explanation in tp->err, and then
+ * posts whatever segments were deferred by -FI_EAGAIN.
+ *
+ * waitall repeats passes until its xfers are done, an xfer failed, or the abort
+ * flag is set. Between passes that found nothing it waits ever more politely:
+ *   spin      (cpu pause)   for the first HVD_OFI_SPIN_NS   - a reply is often that close
+ *   sched_yield             until HVD_OFI_YIELD_NS          - lets a co-located rank run
+ *   nanosleep 1 us, doubling to HVD_OFI_SLEEP_MAX_NS (1 ms) - a rank stuck on a slow
+ *                                                             peer costs ~1% of a core
+ * Any completion or posting restarts the sequence. We poll rather than block on a
+ * wait object because shm (1.17) never signals one: a peer's write would not wake us.
+ */
+#include <rdma/fi_eq.h>
+#include <rdma/fi_errno.h>
+#include <sched.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/util.h"
+#include "transport/ofi_priv.h"
+
+#define HVD_OFI_CQ_BATCH 32
+#define HVD_OFI_CQ_MAX_BATCHES 8 /* per CQ per pass: one busy CQ cannot starve the other */
+#define HVD_OFI_SPIN_NS 10000ull
+#define HVD_OFI_YIELD_NS 100000ull
+#define HVD_OFI_SLEEP_MIN_NS 1000l
+#define HVD_OFI_SLEEP_MAX_NS 1000000l
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
+static const char *xfer_what(const hvd_xfer_t *x) { return x->is_recv ? "receive" : "send"; }
+
+static void complete_one(hvd_ofi_t *o, hvd_xfer_t *x, size_t len) {
+  if (x->is_recv) x->received += len;
+  if (--x->pending != 0 || !x->is_recv || x->received == x->len) return;
+  /* A short message is fine in one segment (x->received tells); in several, the two
+   * sides cut differently and the rest would have gone to later receives. */
+  if (x->len > o->peers[x->peer].seg_size && x->status == HVD_OK) {
+    x->status = HVD_ERR_TRANSPORT;
+    hvd_err_set(&o->base.err,
+                "segmented receive from rank %d (tag 0x%016llx): %zu of %zu bytes arrived; "
+                "the ranks disagree on the message size",
+                x->peer, (unsigned long long)x->tag, x->received, x->len);
+  }
+}
+
+static hvd_status_t read_error(hvd_ofi_t *o, hvd_ofi_prov_t *p) {
+  struct fi_cq_err_entry e;
+  char data[256];
+  memset(&e, 0, sizeof e);
+  e.err_data = data; /* our own buffer: no provider-owned pointer to outlive */
+  e.err_data_size = sizeof data;
+  ssize_t rc = fi_cq_readerr(p->cq, &e, 0);
+  if (rc == -FI_EAGAIN) return HVD_OK;
+  if (rc < 0) {
+    hvd_err_set(&o->base.err, "%s: fi_cq_readerr failed: %s (%zd)", p->name,
+                fi_strerror((int)-rc), rc);
+    return HVD_ERR_TRANSPORT;
+  }
+  const char *detail = fi_cq_strerror(p->cq, e.prov_errno, e.err_data, NULL, 0);
+  char extra[96] = "";
+  if (e.err == FI_ETRUNC)
+    snprintf(extra, sizeof extra, "; the message was %zu bytes longer than the receive",
+             e.olen);
+  hvd_xfer_t *x = e.op_context;
+  if (x == NULL) { /* e.g. a failed fi_tinject: nobody to hand it to */
+    hvd_err_set(&o->base.err, "%s: operation failed: %s (provider: %s)%s", p->name,
+                fi_strerror(e.err), detail ? detail : "-", extra);
+    return HVD_ERR_TRANSPORT;
+  }
+  if (x->status == HVD_OK) x->status = HVD_ERR_TRANSPORT;
+  hvd_err_set(&o->base.err, "%s of %zu bytes %s rank %d over %s (tag 0x%016llx) failed: %s "
+              "(provider: %s)%s",
+              xfer_what(x), x->len, x->is_recv ? "from" : "to", x->peer, p->name,
+              (unsigned long long)x->tag, fi_strerror(e.err), detail ? detail : "-", extra);
+  complete_one(o, x, 0);
+  return HVD_OK;
+}
+
+static hvd_status_t read_cq(hvd_ofi_t *o, hvd_ofi_prov_t *p, int *events) {
+  struct fi_cq_tagged_entry ent[HVD_OFI_CQ_BATCH];
+  for (int b = 0; b < HVD_OFI_CQ_MAX_BATCHES; b++) {
+    ssize_t n = fi_cq_read(p->cq, ent, HVD_OFI_CQ_BATCH);
+    if (n == -FI_EAGAIN) return HVD_OK;
+    if (n == -FI_EAVAIL) {
+      HVD_CHECK(read_error(o, p));
+      (*events)++;
+      continue;
+    }
+    if (n < 0) {
+      hvd_err_set(&o->base.err, "%s: fi_cq_read failed: %s (%zd)", p->name,
+                  fi_strerror((int)-n), n);
+      return HVD_ERR_TRANSPORT;
+    }
+    for (ssize_t i = 0; i < n; i++) complete_one(o, ent[i].op_context, ent[i].len);
+    *events += (int)n;
+    if (n < HVD_OFI_CQ_BATCH) return HVD_OK;
+  }
+  return HVD_OK;
+}
+
+hvd_status_t hvd_ofi_progress_pass(hvd_ofi_t *o, int *events) {
+  for (int s = 0; s < HVD_OFI_NSLOTS; s++) {
+    hvd_ofi_prov_t *p = &o->slot[s];
+    if (p->ep == NULL) continue;
+    HVD_CHECK(read_cq(o, p, events));
+    if (p->defer_head != NULL) hvd_ofi_post_deferred(o, p, events);
+  }
+  return HVD_OK;
+}
+
+hvd_status_t hvd_ofi_progress(hvd_transport_t *tp) {
+  int events = 0;
+  return hvd_ofi_progress_pass(hvd_ofi_of(tp), &events);
+}
+
+hvd_status_t hvd_ofi_waitall(hvd_transport_t *tp, hvd_xfer_t *const *xs, int n) {
+  hvd_ofi_t *o = hvd_ofi_of(tp);
+  if (n < 0 || (xs == NULL && n > 0)) {
+    hvd_err_set(&tp->err, "waitall: bad xfer array (%d entries)", n);
+    return HVD_ERR_INVALID_PARAM;
+  }
+  uint64_t idle_since = hvd_now_ns();
+  long sleep_ns = HVD_OFI_SLEEP_MIN_NS;
+  for (;;) {
+    int events = 0;
+    HVD_CHECK(hvd_ofi_progress_pass(o, &events));
+
+    const hvd_xfer_t *busy = NULL;
+    int nbusy = 0;
+    for (int i = 0; i < n; i++) {
+      const hvd_xfer_t *x = xs[i];
+      if (x == NULL) continue;
+      if (x->status < 0) return x->status; /* detail already in tp->err */
+      if (x->pending > 0) {
+        if (busy == NULL) busy = x;
+        nbusy++;
+      }
+    }
+    if (busy == NULL) return HVD_OK;
+    if (tp->abort != NULL && atomic_load(tp->abort) != 0) {
+      hvd_err_set(&tp->err, "aborted while waiting for %d transfer(s), e.g. a %s of %zu bytes "
+                  "%s rank %d",
+                  nbusy, xfer_what(busy), busy->len, busy->is_recv ? "from" : "to",
+                  busy->peer);
+      return HVD_ERR_ABORTED;
+    }
+
+    uint64_t now = hvd_now_ns();
+    if (events > 0) {
+      idle_since = now;
+      sleep_ns = HVD_OFI_SLEEP_MIN_NS;
+      continue;
+    }
+    uint64_t idle = now - idle_since;
+    if (idle < HVD_OFI_SPIN_NS) {
+      for (int k = 0; k < 16; k++) cpu_relax();
+    } else if (idle < HVD_OFI_YIELD_NS) {
+      sched_yield();
+    } else {
+      struct timespec ts = {0, sleep_ns};
+      nanosleep(&ts, NULL);
+      sleep_ns = HVD_MIN(sleep_ns * 2, HVD_OFI_SLEEP_MAX_NS);
+    }
+  }
+}
