@@ -89,11 +89,11 @@ static hvd_status_t exchange_addresses(hvd_ctx_t *ctx, int timeout_ms, hvd_err_t
     hvd_err_set(err, "transport address: %s", ctx->tp->err.msg);
     goto out;
   }
-  snprintf(key, sizeof key, "addr/%d", ctx->id.rank);
+  snprintf(key, sizeof key, "addr/%d/%d", ctx->gen, ctx->id.rank);
   HVD_CHECK_GOTO(hvd_rdv_put(ctx->rdv, key, mine, hostlen + bloblen, err), rc, out);
   for (int r = 0; r < n; r++) {
     size_t len = 0;
-    snprintf(key, sizeof key, "addr/%d", r);
+    snprintf(key, sizeof key, "addr/%d/%d", ctx->gen, r);
     rc = hvd_rdv_get(ctx->rdv, key, &vals[r], &len, timeout_ms, err);
     if (rc == HVD_ERR_TIMEOUT)
       hvd_err_set(err, "rank %d did not publish its address within %d ms", r, timeout_ms);
@@ -119,6 +119,27 @@ out:
   free(lens);
   free(same);
   return rc;
+}
+
+/* A rank may shut down and init again within one job; every incarnation gets its own
+ * keys and barrier names so nobody reads a previous incarnation's address. Ranks
+ * re-initialise the same number of times, so their generation numbers agree. */
+static hvd_status_t next_generation(hvd_ctx_t *ctx, hvd_err_t *err) {
+  char key[64];
+  void *val = NULL;
+  size_t len = 0;
+  snprintf(key, sizeof key, "gen/%d", ctx->id.rank);
+  hvd_status_t rc = hvd_rdv_get(ctx->rdv, key, &val, &len, 0, err);
+  if (rc == HVD_OK) {
+    long g = 0;
+    if (hvd_parse_int(val, 0, 1 << 30, &g) == 0) ctx->gen = (int)g + 1;
+    free(val);
+  } else if (rc != HVD_ERR_TIMEOUT) {
+    return rc;
+  }
+  char v[16];
+  snprintf(v, sizeof v, "%d", ctx->gen);
+  return hvd_rdv_put(ctx->rdv, key, v, strlen(v), err);
 }
 
 static void ctx_free(hvd_ctx_t *ctx) {
@@ -182,6 +203,7 @@ hvd_status_t hvd_init(hvd_ctx_t **out) {
     ctx->allreduce_algo = a;
   }
   if (ctx->id.size > 1) {
+    char key[64];
     int timeout_ms = (int)(ctx->cfg.start_timeout_s * 1000);
     rc = hvd_rdv_connect(ctx->id.rdv_addr, ctx->id.rdv_port, ctx->id.token, ctx->id.rank,
                          ctx->id.size, timeout_ms, &ctx->rdv, &err);
@@ -189,6 +211,7 @@ hvd_status_t hvd_init(hvd_ctx_t **out) {
       hvd_err_prefix(&err, "rendezvous %s:%d", ctx->id.rdv_addr, ctx->id.rdv_port);
       goto fail;
     }
+    HVD_CHECK_GOTO(next_generation(ctx, &err), rc, fail);
     hvd_ofi_params_t p = {.rank = ctx->id.rank,
                           .size = ctx->id.size,
                           .provider = ctx->cfg.ofi_provider,
@@ -197,7 +220,8 @@ hvd_status_t hvd_init(hvd_ctx_t **out) {
     HVD_CHECK_GOTO(hvd_ofi_create(&p, &ctx->tp, &err), rc, fail);
     hvd_transport_set_abort(ctx->tp, &ctx->aborted);
     HVD_CHECK_GOTO(exchange_addresses(ctx, timeout_ms, &err), rc, fail);
-    HVD_CHECK_GOTO(hvd_rdv_barrier(ctx->rdv, "connected", timeout_ms, &err), rc, fail);
+    snprintf(key, sizeof key, "connected/%d", ctx->gen);
+    HVD_CHECK_GOTO(hvd_rdv_barrier(ctx->rdv, key, timeout_ms, &err), rc, fail);
     if (pipe2(ctx->live_pipe, O_CLOEXEC) != 0) {
       rc = HVD_ERR_INTERNAL;
       hvd_err_set(&err, "pipe: %s", strerror(errno));
@@ -263,7 +287,9 @@ hvd_status_t hvd_shutdown(hvd_ctx_t *ctx) {
   if (atomic_load(&ctx->aborted)) rc = HVD_ERR_ABORTED;
   if (ctx->rdv != NULL && rc == HVD_OK) {
     hvd_err_t err = {{0}};
-    hvd_status_t brc = hvd_rdv_barrier(ctx->rdv, "shutdown",
+    char key[64];
+    snprintf(key, sizeof key, "shutdown/%d", ctx->gen);
+    hvd_status_t brc = hvd_rdv_barrier(ctx->rdv, key,
                                        (int)(ctx->cfg.shutdown_timeout_s * 1000), &err);
     if (brc != HVD_OK) {
       HVD_WARN("shutdown: not every rank reached shutdown: %s", err.msg);

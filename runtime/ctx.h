@@ -112,6 +112,7 @@ struct hvd_ctx {
   hvd_config_t cfg;
 
   hvd_rdv_client_t *rdv;
+  int gen; /* incarnation of this rank in the job (re-init after shutdown) */
   hvd_transport_t *tp;
 
   /* Queue of entries for the background thread and names in flight, guarded by mu. */

@@ -134,7 +134,11 @@ typedef struct hvd_rdv_server_opts {
  * Every function on a server runs on the loop's thread; callbacks run there too and
  * may call hvd_rdv_server_abort / hvd_rdv_server_close. opts (and its strings) are
  * copied. On failure nothing is left listening, but memory of a handle that was
- * already initialised is released only when the loop runs once more. */
+ * already initialised is released only when the loop runs once more.
+ * SIGPIPE: libuv writes with write(2), so a reply to a rank that just died raises
+ * SIGPIPE. The process must ignore it (hvdrun: signal(SIGPIPE, SIG_IGN)) or block it
+ * in the loop's thread; the write then fails with EPIPE and only that connection
+ * closes. (The thread variant below blocks every signal in its thread.) */
 hvd_status_t hvd_rdv_server_start(struct uv_loop_s *loop, const hvd_rdv_server_opts_t *opts,
                                   hvd_rdv_server_t **out, hvd_err_t *err);
 int hvd_rdv_server_port(const hvd_rdv_server_t *s);
@@ -158,7 +162,8 @@ hvd_status_t hvd_rdv_server_thread_start(const hvd_rdv_server_opts_t *opts,
 /* hvd_rdv_server_abort from any thread (e.g. rank 0's runtime failing the job).
  * Asynchronous: the ABORT frames go out from the server thread soon after. */
 void hvd_rdv_server_thread_abort(hvd_rdv_server_thread_t *t, const char *reason);
-/* Close the server, join its thread, free t. Blocks briefly. t may be NULL. */
+/* Close the server, join its thread, free t. Blocks briefly. t may be NULL.
+ * Not from inside the server's callbacks (they run on the thread it joins). */
 void hvd_rdv_server_thread_stop(hvd_rdv_server_thread_t *t);
 
 /* ---- client (blocking sockets; rdv_client.c) ------------------------------------ */

@@ -114,11 +114,10 @@ typedef struct rdv_barrier {
   uv_timer_t timer;
   rdv_link_t link; /* in server->barriers while open */
   hvd_rdv_server_t *s;
-  uint64_t *deadline; /* per rank, uv_now() ms; valid where here[r] */
-  uint8_t *here;      /* per rank: entered */
+  uint8_t *here; /* per rank: entered */
   int arrived;
   int armed;
-  uint64_t armed_for;
+  uint64_t armed_for; /* uv_now() ms the timer fires at: earliest deadline inside */
   size_t namelen;
   uint8_t name[];
 } rdv_barrier_t;
@@ -226,7 +225,7 @@ static void waiter_free(rdv_waiter_t *w) {
 static void barrier_closed(uv_handle_t *h) {
   rdv_barrier_t *b = h->data;
   hvd_rdv_server_t *s = b->s;
-  free(b->deadline);
+  free(b->here);
   free(b);
   server_handle_closed(s);
 }
@@ -672,8 +671,8 @@ static void handle_barrier(rdv_conn_t *c, hvd_rdv_reader_t *r) {
   }
   if (b == NULL) {
     b = calloc(1, sizeof *b + nlen);
-    uint64_t *dl = b ? calloc((size_t)s->size, sizeof(uint64_t) + 1) : NULL;
-    if (dl == NULL) {
+    uint8_t *here = b != NULL ? calloc((size_t)s->size, 1) : NULL;
+    if (here == NULL) {
       free(b);
       HVD_ERROR("rendezvous: out of memory for a barrier of rank %d", c->rank);
       const char *m = "rendezvous server out of memory";
@@ -681,8 +680,7 @@ static void handle_barrier(rdv_conn_t *c, hvd_rdv_reader_t *r) {
       return;
     }
     b->s = s;
-    b->deadline = dl;
-    b->here = (uint8_t *)(dl + s->size);
+    b->here = here;
     b->namelen = nlen;
     if (nlen > 0) memcpy(b->name, name, nlen);
     uv_timer_init(s->loop, &b->timer);
@@ -695,7 +693,6 @@ static void handle_barrier(rdv_conn_t *c, hvd_rdv_reader_t *r) {
     b->arrived++;
   }
   uint64_t deadline = uv_now(s->loop) + timeout_ms;
-  b->deadline[c->rank] = deadline;
   if (b->arrived == s->size) {
     barrier_release(b);
     return;

@@ -12,6 +12,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -910,6 +911,44 @@ Test(rdv_server, hello_timeout, .timeout = 30) {
   hvd_rdv_server_thread_stop(s.t);
 }
 
+/* Ranks that vanish right after asking for something: the server's replies then hit
+ * closed sockets (EPIPE, and SIGPIPE unless blocked). The in-process variant runs
+ * inside a rank's program, so it must never let that signal kill the process. */
+Test(rdv_server, thread_variant_survives_vanished_peers, .timeout = 30) {
+  srv_t s = start_server(2);
+  hvd_rdv_client_t *c0 = connect_rank(s.port, 0, 2);
+  hvd_err_t err = {{0}};
+  char big[60000];
+  memset(big, 'x', sizeof big);
+  cr_assert_eq(hvd_rdv_put(c0, "big", big, sizeof big, &err), HVD_OK);
+  for (int round = 0; round < 40; round++) {
+    int fd = raw_connect(s.port);
+    if (raw_hello_try(fd, TOKEN, 1, 2) != HVD_RDV_HELLO_OK) { /* previous one not gone yet */
+      close(fd);
+      sleep_ms(5);
+      continue;
+    }
+    hvd_rdv_buf_t b;
+    hvd_rdv_buf_init(&b);
+    for (int k = 0; k < 8; k++) {
+      hvd_rdv_frame_begin(&b, HVD_RDV_GET);
+      hvd_rdv_put_str(&b, "big", 3);
+      hvd_rdv_put_u32(&b, 0);
+      cr_assert_eq(hvd_rdv_frame_end(&b), HVD_OK);
+    }
+    hvd_rdv_frame_begin(&b, HVD_RDV_BYE); /* clean, so the job is not aborted */
+    cr_assert_eq(hvd_rdv_frame_end(&b), HVD_OK);
+    raw_send(fd, b.data, b.len);
+    hvd_rdv_buf_free(&b);
+    close(fd); /* without reading ~480 KB of replies */
+  }
+  sleep_ms(200);
+  check_kv_works(c0, c0, "alive");
+  hvd_rdv_bye(c0);
+  hvd_rdv_close(c0);
+  hvd_rdv_server_thread_stop(s.t);
+}
+
 /* ---- abort and liveness ------------------------------------------------------------- */
 
 typedef struct {
@@ -1172,6 +1211,12 @@ static void l_cmd(uv_async_t *a) {
 
 static void *l_run(void *arg) {
   launcher_t *l = arg;
+  /* libuv writes with write(2): a peer that already left means SIGPIPE. hvdrun ignores
+   * it process-wide; here, block it in the loop's thread (the write gets EPIPE). */
+  sigset_t pipe_set;
+  sigemptyset(&pipe_set);
+  sigaddset(&pipe_set, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe_set, NULL);
   uv_run(&l->loop, UV_RUN_DEFAULT);
   return NULL;
 }

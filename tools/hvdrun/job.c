@@ -495,10 +495,10 @@ static int spawn_rank(hvdrun_job_t *job, hvdrun_rank_t *r) {
   rc = uv_spawn(&job->loop, &r->proc, &po);
   if (rc < 0) {
     uv_close((uv_handle_t *)&r->proc, NULL);
-    if (rc == UV_ENOENT)
-      set_cause(job, 127,
-                "cannot run '%s': no such file or directory (not found in PATH)",
-                cmd.file);
+    if (rc == UV_ENOENT && strchr(cmd.file, '/') == NULL)
+      set_cause(job, 127, "cannot run '%s': command not found in PATH", cmd.file);
+    else if (rc == UV_ENOENT)
+      set_cause(job, 127, "cannot run '%s': no such file or directory", cmd.file);
     else if (rc == UV_EACCES)
       set_cause(job, 126, "cannot run '%s': permission denied", cmd.file);
     else

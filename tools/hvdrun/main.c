@@ -10,10 +10,8 @@
  */
 #include <errno.h>
 #include <poll.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -56,7 +54,8 @@ static const char help_text[] =
     "the job on the rendezvous server (the other ranks' operations fail naming that\n"
     "rank), sends SIGTERM to the remaining ranks after 1 s and SIGKILL 3 s later.\n"
     "SIGINT, SIGTERM and SIGHUP sent to hvdrun are forwarded to every rank (a second\n"
-    "one sends SIGKILL at once); SIGKILL follows after 3 s.\n"
+    "one sends SIGKILL at once); SIGKILL follows after 3 s. Processes the ranks\n"
+    "leave behind (in their process groups, or orphaned) are stopped too.\n"
     "\n"
     "exit status:\n"
     "  0        every rank exited with status 0\n"

@@ -1,0 +1,100 @@
+/*
+ * The runtime's Horovod behaviours, as whole jobs through hvdrun: each case of
+ * progs/runtime_check.c at several rank counts (and over tcp for some), checked
+ * exactly on every rank.
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+
+#include "harness.h"
+
+static run_result_t run_case(const char *c, int n, char *const env[], double timeout) {
+  char cmd[1024];
+  snprintf(cmd, sizeof cmd, "%s -np %d %s %s", bin_path("hvdrun"), n, prog_path("runtime_check"), c);
+  run_result_t r = run_sh(cmd, env, timeout);
+  cr_log_info("%s: %.1f s", cmd, r.seconds);
+  return r;
+}
+
+static void expect_ok(const char *c, int n, char *const env[]) {
+  run_result_t r = run_case(c, n, env, 120);
+  if (!(r.exited && r.status == 0)) cr_log_error("output:\n%s", r.out);
+  cr_assert(!r.timed_out, "case %s at np=%d timed out", c, n);
+  cr_assert(r.exited && r.status == 0, "case %s at np=%d failed: %s", c, n, last_line(&r));
+  char want[64];
+  snprintf(want, sizeof want, "CASE %s: OK", c);
+  cr_assert_eq(count_in(&r, want), n, "expected %d ranks to pass case %s", n, c);
+  run_free(&r);
+}
+
+#define CASE_AT(c, n) Test(runtime_##c, np##n, .timeout = 150) { expect_ok(#c, n, NULL); }
+#define CASE_TCP(c, n)                                                                   \
+  Test(runtime_##c, tcp_np##n, .timeout = 150) {                                         \
+    char *env[] = {"HVD_OFI_PROVIDER=tcp", NULL};                                         \
+    expect_ok(#c, n, env);                                                                \
+  }
+
+CASE_AT(ops, 1)
+CASE_AT(ops, 2)
+CASE_AT(ops, 5)
+CASE_TCP(ops, 3)
+CASE_AT(async_fused, 2)
+CASE_AT(async_fused, 4)
+CASE_TCP(async_fused, 3)
+CASE_AT(scale, 3)
+CASE_AT(psets, 2)
+CASE_AT(psets, 5)
+CASE_AT(mismatch, 2)
+CASE_AT(mismatch, 4)
+CASE_AT(duplicate, 3)
+CASE_AT(grouped, 3)
+CASE_AT(join, 2)
+CASE_AT(join, 3)
+CASE_TCP(join, 4)
+CASE_AT(barrier, 3)
+CASE_AT(collectives, 1)
+CASE_AT(collectives, 2)
+CASE_AT(collectives, 3)
+CASE_AT(collectives, 5)
+CASE_TCP(collectives, 4)
+CASE_AT(threads, 4)
+CASE_AT(invalid, 2)
+CASE_AT(reinit, 3)
+
+/* Names that differ between ranks: rank 0 logs the stall naming tensors and ranks,
+ * and with a shutdown time the operations fail instead of hanging. */
+Test(runtime_stall, names_differ, .timeout = 120) {
+  char *env[] = {"HVD_STALL_CHECK_TIME_SECONDS=1", "HVD_STALL_SHUTDOWN_TIME_SECONDS=3", NULL};
+  run_result_t r = run_case("stall", 3, env, 100);
+  if (r.status != 0) cr_log_error("%s", r.out);
+  cr_assert(r.exited && r.status == 0, "stall case failed: %s", last_line(&r));
+  cr_assert_eq(count_in(&r, "CASE stall: OK"), 3);
+  cr_assert(count_in(&r, "stall: tensor 'stall.only.rank0' has waited") == 1 &&
+                count_in(&r, "submitted by ranks [0], missing ranks [1,2]") >= 1,
+            "no warning naming the tensor and ranks:\n%s", r.out);
+  cr_assert(count_in(&r, "stall: tensor 'stall.only.others' has waited") == 1 &&
+                count_in(&r, "submitted by ranks [1,2], missing ranks [0]") >= 1,
+            "no warning for the other tensor:\n%s", r.out);
+  run_free(&r);
+}
+
+/* Without a shutdown time the stall is only reported: the job is still waiting when
+ * the test stops it, and the warning has been printed. */
+Test(runtime_stall, warning_only, .timeout = 60) {
+  char *env[] = {"HVD_STALL_CHECK_TIME_SECONDS=1", NULL};
+  run_result_t r = run_case("stall", 2, env, 6);
+  cr_assert(r.timed_out, "the stalled job should still be waiting");
+  cr_assert(count_in(&r, "stall: tensor 'stall.only.rank0' has waited") == 1, "%s", r.out);
+  cr_assert(count_in(&r, "missing ranks [1]") >= 1, "%s", r.out);
+  run_free(&r);
+  cr_assert_eq(procs_matching("runtime_check stall"), 0, "ranks left running");
+}
+
+/* A setting that does not parse fails init with a message naming it and its range. */
+Test(runtime_config, bad_value_fails_init, .timeout = 60) {
+  char *env[] = {"HVD_FUSION_THRESHOLD=lots", NULL};
+  run_result_t r = run_case("ops", 2, env, 30);
+  cr_assert(r.exited && r.status != 0);
+  cr_assert(count_in(&r, "HVD_FUSION_THRESHOLD=\"lots\" is not valid") >= 1, "%s", r.out);
+  run_free(&r);
+}
