@@ -311,6 +311,18 @@ typedef struct hvd_stats {
 /* Snapshot of this rank's counters. Thread-safe. */
 HVD_EXPORT hvd_status_t hvd_get_stats(hvd_ctx_t *ctx, hvd_stats_t *out);
 
+/* ---- timeline -------------------------------------------------------------------------- */
+
+/* Start writing a Chrome trace of every tensor's life to path on this rank (replacing
+ * a timeline that is running, e.g. one started by HVD_TIMELINE). The file is valid
+ * JSON after every flush. Blocks until the background thread switched to it (at most
+ * the length of the collective running now). HVD_ERR_INVALID_PARAM if path cannot be
+ * created (with a log line). Any thread. */
+HVD_EXPORT hvd_status_t hvd_timeline_start(hvd_ctx_t *ctx, const char *path);
+/* Stop the running timeline and close its file (complete, valid JSON). HVD_OK if none
+ * was running. Blocks like hvd_timeline_start. */
+HVD_EXPORT hvd_status_t hvd_timeline_stop(hvd_ctx_t *ctx);
+
 #ifdef __cplusplus
 }
 #endif

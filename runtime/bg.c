@@ -252,6 +252,14 @@ static void out_reset(hvd_pset_t *ps) {
   ps->out_dirty = 0;
 }
 
+static const char *negotiate_phase(hvd_msg_type_t t) {
+  static const char *const names[HVD_MSG_TYPE_COUNT] = {
+      "NEGOTIATE_ALLREDUCE", "NEGOTIATE_ALLGATHER", "NEGOTIATE_BROADCAST",
+      "NEGOTIATE_REDUCESCATTER", "NEGOTIATE_ALLTOALL", "NEGOTIATE_BARRIER", "NEGOTIATE_JOIN",
+      "NEGOTIATE_PROCESS_SET", "NEGOTIATE_ERROR"};
+  return (unsigned)t < HVD_MSG_TYPE_COUNT ? names[t] : "NEGOTIATE";
+}
+
 static void file_entry(hvd_ctx_t *ctx, hvd_entry_t *e) {
   hvd_pset_t *ps = hvd_pset_get(ctx, e->pset);
   hvd_status_t rc = HVD_OK;
@@ -266,6 +274,9 @@ static void file_entry(hvd_ctx_t *ctx, hvd_entry_t *e) {
   if (e->meta.type == HVD_MSG_JOIN) {
     ps->join_entry = e;
     rc = out_push(ps, &e->meta);
+  } else if (ctx->tl != NULL && (hvd_tl_begin(ctx->tl, e->meta.name,
+                                              negotiate_phase((hvd_msg_type_t)e->meta.type),
+                                              hvd_now_ns()), 0)) {
   } else if (hvd_strmap_put(&ps->pending, e->meta.name, e) != 0) {
     rc = HVD_ERR_NO_MEMORY;
   } else {
@@ -328,13 +339,15 @@ static hvd_status_t apply_list(hvd_ctx_t *ctx, hvd_response_list_t *l, hvd_err_t
                 ps->id, (unsigned long long)ps->applied);
     return HVD_ERR_PROTOCOL;
   }
+  uint64_t t_list = hvd_now_ns();
+  if (hvd_tl_mark_cycles(ctx->tl)) hvd_tl_cycle(ctx->tl, t_list);
   for (uint32_t i = 0; i < l->nevict; i++) wcache_evict(ps, l->evict[i]);
   for (uint32_t i = 0; i < l->n; i++) {
     const hvd_response_t *r = &l->resps[i];
     if (r->type != HVD_MSG_ERROR)
       for (uint32_t t = 0; t < r->ntensors; t++)
         if (r->cache_ids[t] >= 0) wcache_put(ps, r->cache_ids[t], r->names[t]);
-    hvd_exec_response(ctx, ps, r);
+    hvd_exec_response(ctx, ps, r, t_list);
   }
   ps->applied = l->seq;
   atomic_fetch_add(&ctx->st_negotiations, 1);
@@ -385,7 +398,7 @@ static void idle_wait(hvd_engine_t *eng, int stopping) {
   }
   eng->sleep_ns = eng->sleep_ns ? HVD_MIN(eng->sleep_ns * 2, 1000000) : 20000;
   pthread_mutex_lock(&ctx->mu);
-  if (ctx->head == NULL && ctx->stopping == stopping && !atomic_load(&ctx->aborted)) {
+  if (ctx->head == NULL && ctx->stopping == stopping && !ctx->tl_cmd && !atomic_load(&ctx->aborted)) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     uint64_t ns = (uint64_t)ts.tv_nsec + eng->sleep_ns;
@@ -557,8 +570,9 @@ void *hvd_bg_main(void *arg) {
   eng->last_activity_ns = hvd_now_ns();
   for (;;) {
     pthread_mutex_lock(&ctx->mu);
-    int stopping = ctx->stopping;
+    int stopping = ctx->stopping, tl_cmd = ctx->tl_cmd;
     pthread_mutex_unlock(&ctx->mu);
+    if (tl_cmd) hvd_timeline_take_switch(ctx);
     if (stopping && stop_deadline == 0)
       stop_deadline = hvd_now_ns() + (uint64_t)(ctx->cfg.shutdown_timeout_s * 1e9);
 
@@ -608,5 +622,9 @@ void *hvd_bg_main(void *arg) {
       idle_wait(eng, stopping);
     }
   }
+  pthread_mutex_lock(&ctx->mu);
+  ctx->bg_exited = 1;
+  pthread_cond_broadcast(&ctx->tl_cv);
+  pthread_mutex_unlock(&ctx->mu);
   return NULL;
 }

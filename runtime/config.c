@@ -51,6 +51,14 @@ static const hvd_config_field_t fields[] = {
      "microseconds an idle background thread polls before it starts to sleep"},
     {"HVD_ALLREDUCE_ALGO", NULL, HVD_CFG_STRING, "auto", 0, 0, OFF(allreduce_algo),
      "allreduce algorithm: auto (by size, from the selection table), ring, tree, rd"},
+    {"HVD_TIMELINE", "HOROVOD_TIMELINE", HVD_CFG_STRING, "", 0, 0, OFF(timeline),
+     "write a Chrome trace of every tensor to this file (rank 0; see HVD_TIMELINE_ALL_RANKS)"},
+    {"HVD_TIMELINE_MARK_CYCLES", "HOROVOD_TIMELINE_MARK_CYCLES", HVD_CFG_BOOL, "0", 0, 1,
+     OFF(timeline_mark_cycles), "mark every negotiation cycle in the timeline"},
+    {"HVD_TIMELINE_ALL_RANKS", NULL, HVD_CFG_BOOL, "0", 0, 1, OFF(timeline_all_ranks),
+     "every rank writes its own timeline, <file>.<rank>.json"},
+    {"HVD_TIMELINE_MAX_MB", NULL, HVD_CFG_DOUBLE, "0", 0, 1048576, OFF(timeline_max_mb),
+     "cap on the timeline file size in MiB (the file then ends with a marker); 0 = none"},
 };
 
 const hvd_config_field_t *hvd_config_fields(size_t *n) {

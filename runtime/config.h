@@ -38,6 +38,10 @@ typedef struct hvd_config {
   long stall_check_disable;
   double spin_us;
   char allreduce_algo[HVD_CFG_STR_MAX];
+  char timeline[HVD_CFG_STR_MAX];
+  long timeline_mark_cycles;
+  long timeline_all_ranks;
+  double timeline_max_mb;
 } hvd_config_t;
 
 typedef struct hvd_config_field {

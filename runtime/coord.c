@@ -295,6 +295,7 @@ hvd_status_t hvd_coord_add(hvd_coord_t *c, int m, hvd_request_list_t *l, uint64_
       cslot_t *s = &c->slots[k];
       if (s->state == SLOT_LIVE && s->inserted_at <= l->ack) {
         bit_set(c->bits[m], k);
+        if (c->p.on_ready) c->p.on_ready(c->p.arg, s->tmpl.names[0], c->members[m], now);
         if (s->first_pending_ns == 0) s->first_pending_ns = now;
       } else if (s->state == SLOT_LIMBO && s->evicted_at > l->ack) {
         hvd_request_t q;
@@ -319,6 +320,7 @@ hvd_status_t hvd_coord_add(hvd_coord_t *c, int m, hvd_request_list_t *l, uint64_
     }
     cslot_t *s = c->p.cache_capacity > 0 ? hvd_strmap_get(&c->by_name, q->name) : NULL;
     if (s != NULL && (rc = evict_slot(c, (int)(s - c->slots), now, err)) != HVD_OK) goto out;
+    if (c->p.on_ready) c->p.on_ready(c->p.arg, q->name, c->members[m], now);
     if ((rc = table_add(c, m, q, now, err)) != HVD_OK) goto out;
   }
 out:

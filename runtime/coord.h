@@ -33,6 +33,9 @@ typedef struct hvd_coord_params {
   double stall_warning_s;  /* 0 disables the stall check */
   double stall_shutdown_s; /* 0 = warn only */
   double cycle_time_ms;    /* longest a ready tensor is held to fuse with arriving ones */
+  /* Optional: a member's request for name arrived (for the timeline). */
+  void (*on_ready)(void *arg, const char *name, int global_rank, uint64_t now_ns);
+  void *arg;
 } hvd_coord_params_t;
 
 /* Statistics, cumulative. */

@@ -142,6 +142,21 @@ static hvd_status_t next_generation(hvd_ctx_t *ctx, hvd_err_t *err) {
   return hvd_rdv_put(ctx->rdv, key, v, strlen(v), err);
 }
 
+/* HVD_TIMELINE=t.json: rank 0 writes t.json; with HVD_TIMELINE_ALL_RANKS every rank
+ * writes t.<rank>.json (t.<rank> when the name has no .json). */
+static void timeline_path(const hvd_ctx_t *ctx, char *out, size_t len) {
+  const char *p = ctx->cfg.timeline;
+  if (!ctx->cfg.timeline_all_ranks) {
+    snprintf(out, len, "%s", p);
+    return;
+  }
+  size_t n = strlen(p);
+  if (n > 5 && strcmp(p + n - 5, ".json") == 0)
+    snprintf(out, len, "%.*s.%d.json", (int)(n - 5), p, ctx->id.rank);
+  else
+    snprintf(out, len, "%s.%d", p, ctx->id.rank);
+}
+
 static void ctx_free(hvd_ctx_t *ctx) {
   /* The transport goes first: receives it still holds point into communicators. */
   if (ctx->tp) ctx->tp->ops->destroy(ctx->tp);
@@ -151,6 +166,8 @@ static void ctx_free(hvd_ctx_t *ctx) {
       hvd_pset_free(ctx->psets[i]);
     }
   hvd_engine_free(ctx->eng);
+  hvd_timeline_close(ctx->tl);
+  pthread_cond_destroy(&ctx->tl_cv);
   free(ctx->fusion);
   hvd_strmap_free(&ctx->inflight);
   if (ctx->rdv) hvd_rdv_close(ctx->rdv);
@@ -180,6 +197,7 @@ hvd_status_t hvd_init(hvd_ctx_t **out) {
   pthread_cond_init(&ctx->cv, NULL);
   pthread_mutex_init(&ctx->abort_mu, NULL);
   pthread_mutex_init(&ctx->pset_mu, NULL);
+  pthread_cond_init(&ctx->tl_cv, NULL);
   hvd_strmap_init(&ctx->inflight);
   ctx->next_pset_id = 1;
 
@@ -250,6 +268,15 @@ hvd_status_t hvd_init(hvd_ctx_t **out) {
     hvd_pset_install(ctx, world);
   }
   HVD_CHECK_GOTO(hvd_engine_new(ctx, &ctx->eng, &err), rc, fail);
+  if (ctx->cfg.timeline[0] != '\0' && (ctx->id.rank == 0 || ctx->cfg.timeline_all_ranks)) {
+    char path[HVD_CFG_STR_MAX + 32];
+    timeline_path(ctx, path, sizeof path);
+    if (hvd_timeline_open_for(ctx, path, &ctx->tl) != HVD_OK) {
+      rc = HVD_ERR_INVALID_PARAM;
+      hvd_err_set(&err, "HVD_TIMELINE=%s: cannot write the timeline", ctx->cfg.timeline);
+      goto fail;
+    }
+  }
   if (pthread_create(&ctx->bg, NULL, hvd_bg_main, ctx) != 0) {
     rc = HVD_ERR_INTERNAL;
     hvd_err_set(&err, "cannot start the background thread");

@@ -24,6 +24,7 @@
 #include "runtime/config.h"
 #include "runtime/coord.h"
 #include "runtime/message.h"
+#include "runtime/timeline.h"
 #include "transport/rdv.h"
 #include "transport/transport.h"
 
@@ -133,6 +134,13 @@ struct hvd_ctx {
   int next_pset_id;
   int allreduce_algo; /* hvd_algo_t from HVD_ALLREDUCE_ALGO */
 
+  /* Timeline: used by the background thread only; switched through tl_cmd. */
+  hvd_timeline_t *tl;
+  int tl_cmd;               /* 0 none, 1 install tl_next, guarded by mu */
+  hvd_timeline_t *tl_next;
+  pthread_cond_t tl_cv;     /* signalled when the background thread took tl_cmd */
+  uint64_t tl_list_ns;      /* arrival of the response list being executed */
+
   /* Persistent fusion buffer (background thread only), pre-touched. */
   void *fusion;
   size_t fusion_size;
@@ -143,6 +151,7 @@ struct hvd_ctx {
 
   pthread_t bg;
   int bg_started;
+  int bg_exited; /* guarded by mu */
   pthread_t live;
   int live_started;
   int live_pipe[2]; /* written to stop the liveness thread */
@@ -172,9 +181,14 @@ hvd_status_t hvd_engine_new(hvd_ctx_t *ctx, hvd_engine_t **out, hvd_err_t *err);
 void hvd_engine_free(hvd_engine_t *eng);
 
 /* exec.c: execute one response on a member; completes the entries it covers. */
-void hvd_exec_response(hvd_ctx_t *ctx, hvd_pset_t *ps, const hvd_response_t *r);
+void hvd_exec_response(hvd_ctx_t *ctx, hvd_pset_t *ps, const hvd_response_t *r,
+                       uint64_t t_list);
 /* Finish one entry (and its request when it was the last). */
 void hvd_entry_complete(hvd_ctx_t *ctx, hvd_entry_t *e, hvd_status_t st, const char *msg);
+
+/* tl_api.c */
+void hvd_timeline_take_switch(hvd_ctx_t *ctx);
+hvd_status_t hvd_timeline_open_for(hvd_ctx_t *ctx, const char *path, hvd_timeline_t **out);
 
 /* api.c */
 void hvd_req_finish(hvd_req_t *r);

@@ -17,10 +17,48 @@
 #include "collectives/ring.h"
 #include "collectives/select.h"
 #include "common/log.h"
+#include "common/util.h"
 #include "runtime/ctx.h"
 
 static hvd_entry_t *take(hvd_pset_t *ps, const char *name) {
   return hvd_strmap_del(&ps->pending, name);
+}
+
+/* ---- timeline ----------------------------------------------------------------------
+ * Per tensor: NEGOTIATE_<OP> ends when the response list arrived (t_list), QUEUE runs
+ * from then until this response starts, then the execution phases. */
+
+
+static void tl_start(hvd_ctx_t *ctx, const hvd_response_t *r, hvd_entry_t *const *es, int n) {
+  if (ctx->tl == NULL) return;
+  char neg[64];
+  snprintf(neg, sizeof neg, "NEGOTIATE_%s", hvd_msg_type_name(r->type));
+  uint64_t now = hvd_now_ns();
+  for (int i = 0; i < n; i++) {
+    if (es[i] == NULL) continue;
+    hvd_tl_end(ctx->tl, es[i]->meta.name, neg, ctx->tl_list_ns, NULL);
+    hvd_tl_begin(ctx->tl, es[i]->meta.name, "QUEUE", ctx->tl_list_ns);
+    hvd_tl_end(ctx->tl, es[i]->meta.name, "QUEUE", now, NULL);
+  }
+}
+
+static void tl_span(hvd_ctx_t *ctx, hvd_entry_t *const *es, int n, const char *phase, uint64_t t0,
+                    uint64_t t1, const char *args) {
+  if (ctx->tl == NULL) return;
+  for (int i = 0; i < n; i++) {
+    if (es[i] == NULL) continue;
+    hvd_tl_begin(ctx->tl, es[i]->meta.name, phase, t0);
+    hvd_tl_end(ctx->tl, es[i]->meta.name, phase, t1, args);
+  }
+}
+
+static void tl_op(hvd_ctx_t *ctx, const hvd_response_t *r, hvd_entry_t *const *es, int n,
+                  const char *algo, size_t bytes, uint64_t t0, uint64_t t1) {
+  if (ctx->tl == NULL) return;
+  char args[160];
+  snprintf(args, sizeof args, "\"algorithm\":\"%s\",\"bytes\":%zu,\"tensors\":%u", algo,
+           bytes, r->ntensors);
+  tl_span(ctx, es, n, hvd_msg_type_name(r->type), t0, t1, args);
 }
 
 /* The fusion buffer, at least `bytes` long (grown, pre-touched). NULL if out of memory. */
@@ -67,9 +105,15 @@ static void exec_allreduce(hvd_ctx_t *ctx, hvd_pset_t *ps, const hvd_response_t 
     return;
   }
   for (int i = 0; i < n; i++) e[i] = take(ps, r->names[i]);
-  hvd_algo_t algo = (hvd_algo_t)ctx->allreduce_algo;
+  tl_start(ctx, r, e, n);
   int remote = ctx->id.local_size < ctx->id.size;
+  size_t total_count = 0;
+  for (int i = 0; i < n; i++) total_count += r->counts[i];
+  hvd_algo_t algo = (hvd_algo_t)ctx->allreduce_algo;
+  if (algo == HVD_ALGO_AUTO)
+    algo = hvd_algo_select(HVD_COLL_ALLREDUCE, total_count * es, ps->n, remote);
   hvd_status_t rc = HVD_OK;
+  uint64_t t0, t1;
 
   if (n == 1 && e[0] != NULL) {
     hvd_entry_t *x = e[0];
@@ -80,7 +124,10 @@ static void exec_allreduce(hvd_ctx_t *ctx, hvd_pset_t *ps, const hvd_response_t 
       hvd_scale(x->recvbuf, count, dt, pre);
       src = x->recvbuf;
     }
+    t0 = hvd_now_ns();
     rc = hvd_coll_allreduce(&ps->comm, algo, remote, src, x->recvbuf, count, dt, op);
+    t1 = hvd_now_ns();
+    tl_op(ctx, r, e, n, hvd_algo_name(algo), count * es, t0, t1);
     if (rc == HVD_OK && post != 1.0 && count > 0) hvd_scale(x->recvbuf, count, dt, post);
   } else {
     size_t total = 0;
@@ -91,6 +138,7 @@ static void exec_allreduce(hvd_ctx_t *ctx, hvd_pset_t *ps, const hvd_response_t 
       rc = HVD_ERR_NO_MEMORY;
     } else {
       size_t off = 0;
+      t0 = hvd_now_ns();
       for (int i = 0; i < n; i++) {
         size_t b = r->counts[i] * es;
         if (e[i] != NULL) {
@@ -101,7 +149,11 @@ static void exec_allreduce(hvd_ctx_t *ctx, hvd_pset_t *ps, const hvd_response_t 
         }
         off += b;
       }
+      t1 = hvd_now_ns();
+      tl_span(ctx, e, n, "MEMCPY_IN_FUSION_BUFFER", t0, t1, NULL);
       rc = hvd_coll_allreduce(&ps->comm, algo, remote, buf, buf, total / (es ? es : 1), dt, op);
+      t0 = hvd_now_ns();
+      tl_op(ctx, r, e, n, hvd_algo_name(algo), total, t1, t0);
       off = 0;
       for (int i = 0; i < n && rc == HVD_OK; i++) {
         size_t b = r->counts[i] * es;
@@ -111,6 +163,7 @@ static void exec_allreduce(hvd_ctx_t *ctx, hvd_pset_t *ps, const hvd_response_t 
         }
         off += b;
       }
+      tl_span(ctx, e, n, "MEMCPY_OUT_FUSION_BUFFER", t0, hvd_now_ns(), NULL);
     }
   }
   atomic_fetch_add(&ctx->st_collectives, 1);
@@ -166,6 +219,7 @@ static void finish_gather(hvd_ctx_t *ctx, hvd_pset_t *ps, const hvd_response_t *
 
 static void exec_allgather(hvd_ctx_t *ctx, hvd_pset_t *ps, const hvd_response_t *r) {
   hvd_entry_t *e = take(ps, r->names[0]);
+  tl_start(ctx, r, &e, 1);
   hvd_dtype_t dt = (hvd_dtype_t)r->dtype;
   size_t es = hvd_dtype_size(dt), total = 0;
   size_t *counts = malloc((size_t)ps->n * sizeof *counts);
@@ -185,7 +239,11 @@ static void exec_allgather(hvd_ctx_t *ctx, hvd_pset_t *ps, const hvd_response_t 
       memset(out + off * es, 0, counts[ps->me] * es);
       send = out + off * es;
     }
-    rc = hvd_allgatherv_ring(&ps->comm, send, out, counts, dt);
+    {
+      uint64_t c0 = hvd_now_ns();
+      rc = hvd_allgatherv_ring(&ps->comm, send, out, counts, dt);
+      tl_op(ctx, r, &e, 1, "ring", 0, c0, hvd_now_ns());
+    }
   }
   atomic_fetch_add(&ctx->st_collectives, 1);
   finish_gather(ctx, ps, r, e, rc, out, total, counts, why);
@@ -193,6 +251,7 @@ static void exec_allgather(hvd_ctx_t *ctx, hvd_pset_t *ps, const hvd_response_t 
 
 static void exec_alltoall(hvd_ctx_t *ctx, hvd_pset_t *ps, const hvd_response_t *r) {
   hvd_entry_t *e = take(ps, r->names[0]);
+  tl_start(ctx, r, &e, 1);
   hvd_dtype_t dt = (hvd_dtype_t)r->dtype;
   int n = ps->n, me = ps->me;
   size_t es = hvd_dtype_size(dt), total = 0;
@@ -222,7 +281,11 @@ static void exec_alltoall(hvd_ctx_t *ctx, hvd_pset_t *ps, const hvd_response_t *
     const void *send = e ? e->sendbuf : NULL;
     void *zeros = NULL;
     if (send == NULL && so > 0) send = zeros = calloc(so, es);
-    if (send != NULL || so == 0) rc = hvd_alltoallv_pairwise(&ps->comm, send, sc, sd, out, rcnt, rd, dt);
+    {
+      uint64_t c0 = hvd_now_ns();
+      if (send != NULL || so == 0) rc = hvd_alltoallv_pairwise(&ps->comm, send, sc, sd, out, rcnt, rd, dt);
+      tl_op(ctx, r, &e, 1, "pairwise", 0, c0, hvd_now_ns());
+    }
     free(zeros);
   }
   free(v);
@@ -232,6 +295,7 @@ static void exec_alltoall(hvd_ctx_t *ctx, hvd_pset_t *ps, const hvd_response_t *
 
 static void exec_broadcast(hvd_ctx_t *ctx, hvd_pset_t *ps, const hvd_response_t *r) {
   hvd_entry_t *e = take(ps, r->names[0]);
+  tl_start(ctx, r, &e, 1);
   hvd_dtype_t dt = (hvd_dtype_t)r->dtype;
   size_t count = r->counts[0], es = hvd_dtype_size(dt);
   void *buf = e ? e->recvbuf : NULL;
@@ -239,7 +303,11 @@ static void exec_broadcast(hvd_ctx_t *ctx, hvd_pset_t *ps, const hvd_response_t 
   hvd_status_t rc = HVD_ERR_NO_MEMORY;
   if (buf != NULL) {
     if (e && ps->me == r->root && e->sendbuf && e->sendbuf != buf) memcpy(buf, e->sendbuf, count * es);
-    rc = hvd_broadcast_binomial(&ps->comm, buf, count, dt, r->root);
+    {
+      uint64_t c0 = hvd_now_ns();
+      rc = hvd_broadcast_binomial(&ps->comm, buf, count, dt, r->root);
+      tl_op(ctx, r, &e, 1, "binomial", 0, c0, hvd_now_ns());
+    }
   }
   atomic_fetch_add(&ctx->st_collectives, 1);
   if (rc != HVD_OK) coll_failed(ctx, ps, r, rc, &e, 1);
@@ -248,6 +316,7 @@ static void exec_broadcast(hvd_ctx_t *ctx, hvd_pset_t *ps, const hvd_response_t 
 
 static void exec_reducescatter(hvd_ctx_t *ctx, hvd_pset_t *ps, const hvd_response_t *r) {
   hvd_entry_t *e = take(ps, r->names[0]);
+  tl_start(ctx, r, &e, 1);
   hvd_dtype_t dt = (hvd_dtype_t)r->dtype;
   hvd_op_t op = (hvd_op_t)r->op == HVD_AVERAGE ? HVD_SUM : (hvd_op_t)r->op;
   double post = r->postscale * ((hvd_op_t)r->op == HVD_AVERAGE ? 1.0 / ps->n : 1.0);
@@ -273,7 +342,11 @@ static void exec_reducescatter(hvd_ctx_t *ctx, hvd_pset_t *ps, const hvd_respons
     }
   }
   hvd_status_t rc = HVD_ERR_NO_MEMORY;
-  if (send != NULL && recv != NULL) rc = hvd_reducescatter_ring(&ps->comm, send, recv, counts, dt, op);
+  {
+      uint64_t c0 = hvd_now_ns();
+      if (send != NULL && recv != NULL) rc = hvd_reducescatter_ring(&ps->comm, send, recv, counts, dt, op);
+      tl_op(ctx, r, &e, 1, "ring", 0, c0, hvd_now_ns());
+    }
   if (rc == HVD_OK && e && post != 1.0) hvd_scale(e->recvbuf, mine, dt, post);
   free(counts);
   atomic_fetch_add(&ctx->st_collectives, 1);
@@ -305,8 +378,10 @@ static void exec_process_set(hvd_ctx_t *ctx, hvd_pset_t *ps, const hvd_response_
   }
 }
 
-void hvd_exec_response(hvd_ctx_t *ctx, hvd_pset_t *ps, const hvd_response_t *r) {
+void hvd_exec_response(hvd_ctx_t *ctx, hvd_pset_t *ps, const hvd_response_t *r,
+                       uint64_t t_list) {
   if (atomic_load(&ctx->aborted)) return; /* the loop fails everything with the cause */
+  ctx->tl_list_ns = t_list;
   switch ((hvd_msg_type_t)r->type) {
   case HVD_MSG_ERROR:
     for (uint32_t i = 0; i < r->ntensors; i++) {

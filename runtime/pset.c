@@ -10,7 +10,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <stdio.h>
+
 #include "runtime/ctx.h"
+
+/* Coordinator hook: mark on the tensor's timeline lane when each rank became ready. */
+static void tl_ready(void *arg, const char *name, int rank, uint64_t now) {
+  hvd_ctx_t *ctx = arg;
+  if (ctx->tl == NULL) return;
+  char what[32];
+  snprintf(what, sizeof what, "rank %d ready", rank);
+  hvd_tl_instant(ctx->tl, name, what, now);
+}
 
 hvd_pset_t *hvd_pset_new(hvd_ctx_t *ctx, int id, const int *ranks, int n) {
   hvd_pset_t *ps = calloc(1, sizeof *ps);
@@ -40,7 +51,9 @@ hvd_pset_t *hvd_pset_new(hvd_ctx_t *ctx, int id, const int *ranks, int n) {
                             .fusion_threshold = (size_t)ctx->cfg.fusion_threshold,
                             .stall_warning_s = ctx->cfg.stall_check_disable ? 0 : ctx->cfg.stall_warning_s,
                             .stall_shutdown_s = ctx->cfg.stall_shutdown_s,
-                            .cycle_time_ms = ctx->cfg.cycle_time_ms};
+                            .cycle_time_ms = ctx->cfg.cycle_time_ms,
+                            .on_ready = tl_ready,
+                            .arg = ctx};
     if ((ps->coord = hvd_coord_new(&p)) == NULL) goto fail;
   }
   return ps;

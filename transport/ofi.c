@@ -319,8 +319,9 @@ static void explain_shm_failure(int rc, const hvd_err_t *detail, char *out, size
     if (avail < need) {
       snprintf(out, n,
                "/dev/shm has %llu MiB free but libfabric 1.17 shm needs %ld CPUs x 16 MiB "
-               "= %llu MiB; enlarge it, e.g. docker run --shm-size=%llum",
-               avail >> 20, cpus, need >> 20, (need >> 20) + 64);
+               "= %llu MiB, plus 16 MiB per rank on this host; enlarge it, e.g. docker run "
+               "--shm-size=%llum",
+               avail >> 20, cpus, need >> 20, (need >> 20) + 256);
       return;
     }
   }
@@ -629,13 +630,14 @@ static const hvd_transport_ops_t ofi_ops = {
 };
 
 static void log_slot(const hvd_ofi_prov_t *p, const char *role) {
-  char ip[INET6_ADDRSTRLEN];
+  char ip[INET6_ADDRSTRLEN], max[32] = "unlimited";
   sockaddr_string(p->info, ip, sizeof ip);
-  HVD_INFO("transport: %s: provider %s, fabric %s, domain %s%s%s, max message %zu, "
-           "inject %zu",
+  if (p->max_msg_size != SIZE_MAX) snprintf(max, sizeof max, "%zu bytes", p->max_msg_size);
+  HVD_INFO("transport: %s: provider %s, fabric %s, domain %s%s%s, max message %s, "
+           "inject %zu bytes",
            role, p->name, p->info->fabric_attr->name ? p->info->fabric_attr->name : "?",
            p->info->domain_attr->name ? p->info->domain_attr->name : "?", ip[0] ? ", " : "",
-           ip, p->max_msg_size, p->inject_size);
+           ip, max, p->inject_size);
 }
 
 hvd_status_t hvd_ofi_create(const hvd_ofi_params_t *params, hvd_transport_t **out,

@@ -11,7 +11,8 @@
  * waitall repeats passes until its xfers are done, an xfer failed, or the abort
  * flag is set. Between passes that found nothing it waits ever more politely:
  *   spin      (cpu pause)   for the first HVD_OFI_SPIN_NS   - a reply is often that close
- *   sched_yield             until HVD_OFI_YIELD_NS          - lets a co-located rank run
+ *   sched_yield             until HVD_OFI_YIELD_NS, longer  - lets a co-located rank run
+ *                           for large transfers (see below)
  *   nanosleep 1 us, doubling to HVD_OFI_SLEEP_MAX_NS (1 ms) - a rank stuck on a slow
  *                                                             peer costs ~1% of a core
  * Any completion or posting restarts the sequence. We poll rather than block on a
@@ -31,6 +32,12 @@
 #define HVD_OFI_CQ_MAX_BATCHES 8 /* per CQ per pass: one busy CQ cannot starve the other */
 #define HVD_OFI_SPIN_NS 10000ull
 #define HVD_OFI_YIELD_NS 100000ull
+/* Large transfers legitimately go quiet for about their copy time (shm CMA copies a
+ * whole message in one progress call of the receiver; the sender hears nothing until
+ * then): stay in the yield phase ~1 ns per outstanding byte (1 GB/s), at most 20 ms,
+ * so we notice the end promptly instead of up to a sleep cap later. */
+#define HVD_OFI_YIELD_NS_PER_BYTE 1ull
+#define HVD_OFI_YIELD_BYTES_MAX_NS 20000000ull
 #define HVD_OFI_SLEEP_MIN_NS 1000l
 #define HVD_OFI_SLEEP_MAX_NS 1000000l
 
@@ -142,6 +149,7 @@ hvd_status_t hvd_ofi_waitall(hvd_transport_t *tp, hvd_xfer_t *const *xs, int n) 
 
     const hvd_xfer_t *busy = NULL;
     int nbusy = 0;
+    uint64_t busy_bytes = 0;
     for (int i = 0; i < n; i++) {
       const hvd_xfer_t *x = xs[i];
       if (x == NULL) continue;
@@ -149,6 +157,7 @@ hvd_status_t hvd_ofi_waitall(hvd_transport_t *tp, hvd_xfer_t *const *xs, int n) 
       if (x->pending > 0) {
         if (busy == NULL) busy = x;
         nbusy++;
+        busy_bytes += x->len;
       }
     }
     if (busy == NULL) return HVD_OK;
@@ -169,7 +178,8 @@ hvd_status_t hvd_ofi_waitall(hvd_transport_t *tp, hvd_xfer_t *const *xs, int n) 
     uint64_t idle = now - idle_since;
     if (idle < HVD_OFI_SPIN_NS) {
       for (int k = 0; k < 16; k++) cpu_relax();
-    } else if (idle < HVD_OFI_YIELD_NS) {
+    } else if (idle < HVD_OFI_YIELD_NS + HVD_MIN(busy_bytes * HVD_OFI_YIELD_NS_PER_BYTE,
+                                                  HVD_OFI_YIELD_BYTES_MAX_NS)) {
       sched_yield();
     } else {
       struct timespec ts = {0, sleep_ns};

@@ -79,7 +79,9 @@ void mlp_init(mlp_t *m, uint64_t seed) {
   rng_t r;
   rng_seed(&r, seed);
   for (int l = 0; l < m->nlayers; l++) {
-    double std = sqrt(2.0 / m->dims[l]);
+    /* He for layers feeding a ReLU, LeCun (1 / fan_in) for the logits so the first loss
+     * is near ln(classes) instead of several times it. */
+    double std = sqrt((l < m->nlayers - 1 ? 2.0 : 1.0) / m->dims[l]);
     size_t nw = mlp_wsize(m, l);
     for (size_t i = 0; i < nw; i++) m->W[l][i] = (float)(std * rng_normal(&r));
     memset(m->b[l], 0, mlp_bsize(m, l) * sizeof(float));

@@ -81,7 +81,8 @@ typedef struct mlp {
 
 int mlp_create(mlp_t *m, int nlayers, const int *dims, size_t cap);
 void mlp_destroy(mlp_t *m);
-/* He-normal weights (std sqrt(2 / fan_in)), zero biases, zero momentum. */
+/* Normal weights (std sqrt(2 / fan_in), sqrt(1 / fan_in) for the output layer), zero
+ * biases, zero momentum. */
 void mlp_init(mlp_t *m, uint64_t seed);
 /* Forward n rows of act[0] (n <= cap); labels y. Returns the summed cross-entropy over the
  * rows and adds the number of correct argmax predictions to *correct. With grad != 0 the
