@@ -398,7 +398,8 @@ static void idle_wait(hvd_engine_t *eng, int stopping) {
   }
   eng->sleep_ns = eng->sleep_ns ? HVD_MIN(eng->sleep_ns * 2, 1000000) : 20000;
   pthread_mutex_lock(&ctx->mu);
-  if (ctx->head == NULL && ctx->stopping == stopping && !ctx->tl_cmd && !atomic_load(&ctx->aborted)) {
+  if (ctx->head == NULL && ctx->stopping == stopping && !ctx->tl_cmd && ctx->direct_state != 1 &&
+      !atomic_load(&ctx->aborted)) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     uint64_t ns = (uint64_t)ts.tv_nsec + eng->sleep_ns;
@@ -562,6 +563,26 @@ static int cycle(hvd_engine_t *eng, int stopping, uint64_t stop_deadline, hvd_er
   return activity;
 }
 
+hvd_status_t hvd_run_on_bg(hvd_ctx_t *ctx, hvd_status_t (*fn)(hvd_comm_t *world, void *arg),
+                           void *arg) {
+  pthread_mutex_lock(&ctx->mu);
+  while (ctx->direct_state != 0) pthread_cond_wait(&ctx->tl_cv, &ctx->mu);
+  if (ctx->bg_exited) {
+    pthread_mutex_unlock(&ctx->mu);
+    return HVD_ERR_SHUTDOWN;
+  }
+  ctx->direct_fn = fn;
+  ctx->direct_arg = arg;
+  ctx->direct_state = 1;
+  pthread_cond_broadcast(&ctx->cv);
+  while (ctx->direct_state != 2 && !ctx->bg_exited) pthread_cond_wait(&ctx->tl_cv, &ctx->mu);
+  hvd_status_t rc = ctx->direct_state == 2 ? ctx->direct_rc : HVD_ERR_SHUTDOWN;
+  ctx->direct_state = 0;
+  pthread_cond_broadcast(&ctx->tl_cv);
+  pthread_mutex_unlock(&ctx->mu);
+  return rc;
+}
+
 void *hvd_bg_main(void *arg) {
   hvd_ctx_t *ctx = arg;
   hvd_engine_t *eng = ctx->eng;
@@ -570,9 +591,18 @@ void *hvd_bg_main(void *arg) {
   eng->last_activity_ns = hvd_now_ns();
   for (;;) {
     pthread_mutex_lock(&ctx->mu);
-    int stopping = ctx->stopping, tl_cmd = ctx->tl_cmd;
+    int stopping = ctx->stopping, tl_cmd = ctx->tl_cmd, direct = ctx->direct_state == 1;
     pthread_mutex_unlock(&ctx->mu);
     if (tl_cmd) hvd_timeline_take_switch(ctx);
+    if (direct) {
+      hvd_status_t drc = ctx->direct_fn(&ctx->psets[0]->comm, ctx->direct_arg);
+      pthread_mutex_lock(&ctx->mu);
+      ctx->direct_rc = drc;
+      ctx->direct_state = 2;
+      pthread_cond_broadcast(&ctx->tl_cv);
+      pthread_mutex_unlock(&ctx->mu);
+      eng->last_activity_ns = hvd_now_ns();
+    }
     if (stopping && stop_deadline == 0)
       stop_deadline = hvd_now_ns() + (uint64_t)(ctx->cfg.shutdown_timeout_s * 1e9);
 

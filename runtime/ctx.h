@@ -141,6 +141,12 @@ struct hvd_ctx {
   pthread_cond_t tl_cv;     /* signalled when the background thread took tl_cmd */
   uint64_t tl_list_ns;      /* arrival of the response list being executed */
 
+  /* hvd_run_on_bg: one direct call at a time, guarded by mu. */
+  hvd_status_t (*direct_fn)(hvd_comm_t *world, void *arg);
+  void *direct_arg;
+  hvd_status_t direct_rc;
+  int direct_state; /* 0 idle, 1 requested, 2 done */
+
   /* Persistent fusion buffer (background thread only), pre-touched. */
   void *fusion;
   size_t fusion_size;
@@ -192,5 +198,12 @@ hvd_status_t hvd_timeline_open_for(hvd_ctx_t *ctx, const char *path, hvd_timelin
 
 /* api.c */
 void hvd_req_finish(hvd_req_t *r);
+
+/* Run fn(world communicator, arg) on the background thread, which owns the transport,
+ * and return its status. For benchmarks and tests that time raw collectives: every
+ * rank must make the same calls in the same order, with no other operation in flight.
+ * Blocks. */
+hvd_status_t hvd_run_on_bg(hvd_ctx_t *ctx, hvd_status_t (*fn)(hvd_comm_t *world, void *arg),
+                           void *arg);
 
 #endif

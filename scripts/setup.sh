@@ -25,4 +25,5 @@ shift || true
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHVD_WERROR=ON "$@" >"$build.configure.log" 2>&1 ||
   { cat "$build.configure.log"; exit 1; }
 grep -A12 "hvd .* configuration" "$build.configure.log" | sed 's/^-- //' || true
-cmake --build "$build" -j"$(nproc)"
+# HVD_BUILD_TARGETS="a b" builds only those targets.
+cmake --build "$build" -j"$(nproc)" ${HVD_BUILD_TARGETS:+--target $HVD_BUILD_TARGETS}

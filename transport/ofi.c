@@ -403,9 +403,10 @@ typedef struct blob_view {
 
 /* Decode with every length checked against the end before it is used. */
 static int blob_decode(const void *blob, size_t len, blob_view_t *v) {
-  const unsigned char *b = blob, *end = b + len;
   memset(v, 0, sizeof *v);
-  if (blob == NULL || len < 6 || memcmp(b, HVD_OFI_BLOB_MAGIC, 4) != 0 ||
+  if (blob == NULL) return -1;
+  const unsigned char *b = blob, *end = b + len;
+  if (len < 6 || memcmp(b, HVD_OFI_BLOB_MAGIC, 4) != 0 ||
       b[4] != HVD_OFI_BLOB_VERSION)
     return -1;
   v->forced = (b[5] & HVD_OFI_BLOB_FORCED) != 0;
@@ -445,8 +446,8 @@ static hvd_status_t insert_peer(hvd_ofi_t *o, int r, hvd_ofi_prov_t *p,
   char name[HVD_OFI_NAME_MAX + 1];
   const void *addr = sl->addr;
   if (p->info->addr_format == FI_ADDR_STR) {
-    /* shm 1.17 reads packed NUL-terminated strings (smr_av_insert walks strlen+1),
-     * not the char ** the fi_av man page describes; one at a time, both agree. */
+    /* shm 1.17 reads addr as packed NUL-terminated strings (smr_av_insert steps by
+     * strlen + 1), not as the char ** the fi_av man page describes: pass the string. */
     memcpy(name, sl->addr, sl->addr_len);
     name[sl->addr_len] = '\0';
     addr = name;
@@ -532,7 +533,10 @@ static hvd_status_t ofi_connect(hvd_transport_t *tp, const void *const *blobs,
         goto fail;
       }
       if (!name_equal(local, &v.slot[HVD_OFI_LOCAL])) {
-        hvd_err_set(&tp->err, "connect: rank %d has no shm endpoint", r);
+        hvd_err_set(&tp->err,
+                    "connect: HVD_OFI_PROVIDER=shm here, but rank %d has no shm endpoint; "
+                    "set it the same way on every rank",
+                    r);
         st = HVD_ERR_MISMATCH;
         goto fail;
       }
@@ -694,9 +698,13 @@ hvd_status_t hvd_ofi_create(const hvd_ofi_params_t *params, hvd_transport_t **ou
   rc = slot_open(net, "tcp;ofi_rxm", iface, params->size, params, &why);
   if (rc != 0) {
     snprintf(o->net_error, sizeof o->net_error, "%s", why.msg);
-    if (shm_rc != 0) {
-      hvd_err_set(err, "no usable libfabric provider: shm: %s; tcp;ofi_rxm: %s", shm_why,
-                  o->net_error);
+    if (shm_rc != 0 || (iface != NULL && iface[0] != '\0')) {
+      if (shm_rc != 0)
+        hvd_err_set(err, "no usable libfabric provider: shm: %s; tcp;ofi_rxm: %s", shm_why,
+                    o->net_error);
+      else
+        hvd_err_set(err, "%s", o->net_error);
+      slot_close(local);
       free(o);
       return HVD_ERR_TRANSPORT;
     }

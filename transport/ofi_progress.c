@@ -113,7 +113,8 @@ static hvd_status_t read_cq(hvd_ofi_t *o, hvd_ofi_prov_t *p, int *events) {
                   fi_strerror((int)-n), n);
       return HVD_ERR_TRANSPORT;
     }
-    for (ssize_t i = 0; i < n; i++) complete_one(o, ent[i].op_context, ent[i].len);
+    for (ssize_t i = 0; i < n; i++)
+      if (ent[i].op_context != NULL) complete_one(o, ent[i].op_context, ent[i].len);
     *events += (int)n;
     if (n < HVD_OFI_CQ_BATCH) return HVD_OK;
   }

@@ -670,6 +670,19 @@ Test(ofi_local, argument_checks, .timeout = 60) {
   cr_expect_eq(tp[0]->ops->connect(tp[0], bad, badlen, same), HVD_ERR_PROTOCOL);
   cr_expect(strstr(tp[0]->err.msg, "malformed") != NULL, "%s", tp[0]->err.msg);
 
+  /* Every truncation of a valid blob is rejected, not read past its end. */
+  char good[BLOB_MAX];
+  size_t good_len = sizeof good;
+  cr_assert_eq(tp[1]->ops->get_address(tp[1], good, &good_len), HVD_OK);
+  for (size_t cut = 0; cut < good_len; cut++) {
+    char *copy = malloc(cut + 1); /* exact size: ASan catches an overread */
+    memcpy(copy, good, cut);
+    const void *bp[2] = {NULL, copy};
+    size_t lp[2] = {0, cut};
+    cr_expect_eq(tp[0]->ops->connect(tp[0], bp, lp, same), HVD_ERR_PROTOCOL, "cut %zu", cut);
+    free(copy);
+  }
+
   connect2(tp);
   cr_expect_eq(tp[0]->ops->isend(tp[0], 0, buf, 1, tag_of(0, 0), &x), HVD_ERR_INVALID_PARAM);
   cr_expect_eq(tp[0]->ops->isend(tp[0], 2, buf, 1, tag_of(0, 0), &x), HVD_ERR_INVALID_PARAM);

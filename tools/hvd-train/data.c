@@ -48,6 +48,9 @@ static long long gz_read_all(gzFile gz, void *buf, size_t want, const char *path
       int zerr;
       const char *msg = gzerror(gz, &zerr);
       if (zerr == Z_ERRNO) fail(err, errlen, "%s: read error: %s", path, strerror(errno));
+      else if (zerr == Z_BUF_ERROR) /* zlib's "unexpected end of file" */
+        fail(err, errlen, "%s: truncated: the gzip stream ends early (after %zu bytes of data)",
+             path, got);
       else fail(err, errlen, "%s: corrupt gzip data (%s)", path, msg);
       return -1;
     }
