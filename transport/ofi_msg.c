@@ -127,6 +127,7 @@ static hvd_status_t post(hvd_ofi_t *o, int peer, void *buf, size_t len, uint64_t
     hvd_err_set(&o->base.err, "%s of %zu bytes needs %zu segments of %zu bytes (max %d)",
                 is_recv ? "receive" : "send", len, nseg, pe->seg_size, INT_MAX);
     x->pending = 0;
+    x->status = HVD_ERR_INVALID_PARAM;
     return HVD_ERR_INVALID_PARAM;
   }
   x->tp = &o->base;

@@ -14,7 +14,7 @@
  *   sched_yield             until HVD_OFI_YIELD_NS, longer  - lets a co-located rank run
  *                           for large transfers (see below)
  *   nanosleep 1 us, doubling to HVD_OFI_SLEEP_MAX_NS (1 ms) - a rank stuck on a slow
- *                                                             peer costs ~1% of a core
+ *     (timer slack makes the short ones ~55 us)                 peer costs 1-2% of a core
  * Any completion or posting restarts the sequence. We poll rather than block on a
  * wait object because shm (1.17) never signals one: a peer's write would not wake us.
  */

@@ -62,11 +62,14 @@ typedef struct hvd_transport_ops {
    * (libfabric shm connects lazily). */
   hvd_status_t (*connect)(hvd_transport_t *tp, const void *const *blobs,
                           const size_t *lens, const int *same_host);
-  /* Post a send / receive of len bytes (0 allowed) to / from peer (never self).
-   * Returns HVD_OK once queued (the xfer then completes through waitall/progress),
-   * or an error with nothing left in flight for a bad argument. A receive may be
-   * matched by a shorter message only if it fits in one segment (x->received says
-   * how much came); segmented messages must have equal lengths on both sides. */
+  /* Post a send / receive of len bytes (0 allowed; buf may then be NULL) to / from
+   * peer (never self). Never blocks: what the provider cannot take yet is posted by
+   * later progress. Returns HVD_OK once queued (x then completes through waitall /
+   * progress); HVD_ERR_INVALID_PARAM with nothing in flight for a bad argument;
+   * HVD_ERR_TRANSPORT if posting failed, with x possibly still partly in flight (as
+   * after a waitall error). A receive may be matched by a shorter message only if it
+   * fits in one segment (x->received says how much came); segmented messages must
+   * have equal lengths on both sides. */
   hvd_status_t (*isend)(hvd_transport_t *tp, int peer, const void *buf, size_t len,
                         uint64_t tag, hvd_xfer_t *x);
   hvd_status_t (*irecv)(hvd_transport_t *tp, int peer, void *buf, size_t len,
