@@ -7,7 +7,7 @@ static const char tomb_marker;
 #define TOMB (&tomb_marker)
 
 uint64_t hvd_strhash(const char *s) {
-  uint64_t h = 1469598103934665603ull;
+  uint64_t h = 14695981039346656037ull;
   for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
   return h;
 }

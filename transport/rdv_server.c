@@ -407,7 +407,7 @@ static void conn_reject(rdv_conn_t *c, const char *fmt, ...) {
 /* ---- key-value store -------------------------------------------------------------- */
 
 static uint64_t kv_hash(const uint8_t *k, size_t n) {
-  uint64_t h = 1469598103934665603ull; /* FNV-1a */
+  uint64_t h = 14695981039346656037ull; /* FNV-1a */
   for (size_t i = 0; i < n; i++) {
     h ^= k[i];
     h *= 1099511628211ull;
