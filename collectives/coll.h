@@ -24,7 +24,8 @@ typedef enum {
   HVD_ALGO_AUTO = 0,
   HVD_ALGO_RING,
   HVD_ALGO_TREE,
-  HVD_ALGO_RD, /* recursive doubling */
+  HVD_ALGO_RD,  /* recursive doubling */
+  HVD_ALGO_SHM, /* same-host shared-memory arena (collectives/allreduce_shm.c) */
   HVD_ALGO_COUNT
 } hvd_algo_t;
 
@@ -45,6 +46,13 @@ hvd_status_t hvd_allreduce_rd(hvd_comm_t *c, const void *sendbuf, void *recvbuf,
  * whole vector each step. For small vectors. */
 hvd_status_t hvd_allreduce_tree(hvd_comm_t *c, const void *sendbuf, void *recvbuf,
                                 size_t count, hvd_dtype_t dtype, hvd_op_t op);
+
+/* Every member on one host, reading each other's arena slots directly (no messages):
+ * per chunk, each member copies its input into its slot, reduces its own sub-slice
+ * from all slots, and gathers the others' reduced sub-slices. Needs c->arena, whose
+ * local ranks must be the communicator's members in order. */
+hvd_status_t hvd_allreduce_shm(hvd_comm_t *c, const void *sendbuf, void *recvbuf, size_t count,
+                               hvd_dtype_t dtype, hvd_op_t op);
 
 /* ---- other collectives ------------------------------------------------------------ */
 

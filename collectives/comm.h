@@ -38,6 +38,12 @@ typedef struct hvd_comm {
   size_t work_size;
   hvd_xfer_t xfer[2 * HVD_COLL_SLOTS]; /* receives, then sends, of the running stream */
   unsigned char token[2];              /* barrier: byte sent, byte received */
+
+  /* Same-host shared-memory arena (set by the runtime when every member is on this
+   * host and the arena could be made; NULL otherwise; not owned), and the number of
+   * arena chunks this communicator has run, which every member counts alike. */
+  struct hvd_arena *arena;
+  uint64_t arena_seq;
 } hvd_comm_t;
 
 static inline int hvd_comm_peer(const hvd_comm_t *c, int member) {

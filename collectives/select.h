@@ -35,6 +35,10 @@ const char *hvd_algo_name(hvd_algo_t a);
 /* The algorithm the table picks (never AUTO). */
 hvd_algo_t hvd_algo_select(hvd_coll_kind_t coll, size_t bytes, int ranks, int remote);
 
+/* The allreduce algorithm that will run: AUTO resolved (the shared-memory arena when
+ * the communicator has one, else the table), SHM without an arena falls back to ring. */
+hvd_algo_t hvd_allreduce_algo(const hvd_comm_t *c, hvd_algo_t algo, size_t bytes, int remote);
+
 /* Allreduce with algo (AUTO = from the table; remote = 0 assumed unless told). */
 hvd_status_t hvd_coll_allreduce(hvd_comm_t *c, hvd_algo_t algo, int remote, const void *sendbuf,
                                 void *recvbuf, size_t count, hvd_dtype_t dtype, hvd_op_t op);

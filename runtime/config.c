@@ -59,6 +59,11 @@ static const hvd_config_field_t fields[] = {
      "every rank writes its own timeline, <file>.<rank>.json"},
     {"HVD_TIMELINE_MAX_MB", NULL, HVD_CFG_DOUBLE, "0", 0, 1048576, OFF(timeline_max_mb),
      "cap on the timeline file size in MiB (the file then ends with a marker); 0 = none"},
+    {"HVD_SHM_ARENA", NULL, HVD_CFG_BOOL, "1", 0, 1, OFF(shm_arena),
+     "when every rank is on one host, reduce through a shared-memory arena (off: always "
+     "through libfabric)"},
+    {"HVD_SHM_CHUNK", NULL, HVD_CFG_BYTES, "256K", 4096, 1073741824.0, OFF(shm_chunk),
+     "bytes per shared-memory arena slot (the pipelining chunk)"},
 };
 
 const hvd_config_field_t *hvd_config_fields(size_t *n) {

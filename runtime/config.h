@@ -42,6 +42,8 @@ typedef struct hvd_config {
   long timeline_mark_cycles;
   long timeline_all_ranks;
   double timeline_max_mb;
+  long shm_arena;
+  long shm_chunk;
 } hvd_config_t;
 
 typedef struct hvd_config_field {

@@ -11,6 +11,7 @@
  * and exits -> the liveness thread stops -> a bounded rendezvous barrier so no rank
  * closes its endpoint while a peer may still be receiving from it -> BYE -> close.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -24,6 +25,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "runtime/ctx.h"
+#include "transport/shm_arena.h"
 
 #define ADDR_BLOB_MAX 4096
 
@@ -109,6 +111,14 @@ static hvd_status_t exchange_addresses(hvd_ctx_t *ctx, int timeout_ms, hvd_err_t
     blobs[r] = host + hl + 1;
     lens[r] = len - hl - 1;
   }
+  ctx->local_ranks = malloc((size_t)n * sizeof *ctx->local_ranks);
+  if (ctx->local_ranks == NULL) {
+    rc = HVD_ERR_NO_MEMORY;
+    goto out;
+  }
+  ctx->nlocal = 0;
+  for (int r = 0; r < n; r++)
+    if (same[r]) ctx->local_ranks[ctx->nlocal++] = r;
   rc = ctx->tp->ops->connect(ctx->tp, blobs, lens, same);
   if (rc != HVD_OK) hvd_err_set(err, "transport connect: %s", ctx->tp->err.msg);
 out:
@@ -142,6 +152,34 @@ static hvd_status_t next_generation(hvd_ctx_t *ctx, hvd_err_t *err) {
   return hvd_rdv_put(ctx->rdv, key, v, strlen(v), err);
 }
 
+/* Under mpirun/srun nobody else serves the rendezvous: rank 0 does, in-process, at
+ * the address and port the user exported (env.c sets have_launcher = 2). The server
+ * lives as long as the process, so a job that shuts down and initialises again finds
+ * it where the other ranks still are; hence the one static here. A host name binds
+ * every interface; "localhost" binds 127.0.0.1. */
+static hvd_status_t serve_rendezvous(const hvd_identity_t *id, hvd_err_t *err) {
+  static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+  static hvd_rdv_server_thread_t *server;
+  unsigned char a[sizeof(struct in6_addr)];
+  hvd_status_t rc = HVD_OK;
+  const char *bind = id->rdv_addr;
+  if (strcmp(bind, "localhost") == 0) bind = "127.0.0.1";
+  else if (inet_pton(AF_INET, bind, a) != 1 && inet_pton(AF_INET6, bind, a) != 1)
+    bind = "0.0.0.0";
+  pthread_mutex_lock(&mu);
+  if (server == NULL) {
+    hvd_rdv_server_opts_t so = {
+        .bind_addr = bind, .port = id->rdv_port, .token = id->token, .size = id->size};
+    rc = hvd_rdv_server_thread_start(&so, &server, NULL, err);
+    if (rc != HVD_OK) {
+      server = NULL;
+      hvd_err_prefix(err, "rank 0 serving the rendezvous (HVD_RENDEZVOUS_ADDR/PORT)");
+    }
+  }
+  pthread_mutex_unlock(&mu);
+  return rc;
+}
+
 /* HVD_TIMELINE=t.json: rank 0 writes t.json; with HVD_TIMELINE_ALL_RANKS every rank
  * writes t.<rank>.json (t.<rank> when the name has no .json). */
 static void timeline_path(const hvd_ctx_t *ctx, char *out, size_t len) {
@@ -157,6 +195,53 @@ static void timeline_path(const hvd_ctx_t *ctx, char *out, size_t len) {
     snprintf(out, len, "%s.%d", p, ctx->id.rank);
 }
 
+/* Every rank says whether its step succeeded; returns 1 if all did. */
+static int all_agree(hvd_ctx_t *ctx, const char *step, int ok, int timeout_ms) {
+  char key[64];
+  hvd_err_t err = {{0}};
+  snprintf(key, sizeof key, "%s/%d/%d", step, ctx->gen, ctx->id.rank);
+  if (hvd_rdv_put(ctx->rdv, key, ok ? "1" : "0", 1, &err) != HVD_OK) return 0;
+  int all = 1;
+  for (int r = 0; r < ctx->id.size && all; r++) {
+    void *v = NULL;
+    size_t len = 0;
+    snprintf(key, sizeof key, "%s/%d/%d", step, ctx->gen, r);
+    if (hvd_rdv_get(ctx->rdv, key, &v, &len, timeout_ms, &err) != HVD_OK || len != 1 ||
+        ((char *)v)[0] != '1')
+      all = 0;
+    free(v);
+  }
+  return all;
+}
+
+/* The shared-memory arena, when every rank is on this host and the transport is not
+ * forced to a network provider. All ranks agree on whether it is used. */
+static void setup_arena(hvd_ctx_t *ctx, int timeout_ms) {
+  const char *prov = ctx->cfg.ofi_provider;
+  if (!ctx->cfg.shm_arena || ctx->nlocal != ctx->id.size || ctx->id.size < 2 ||
+      (prov[0] != '\0' && strcmp(prov, "shm") != 0))
+    return;
+  hvd_err_t err = {{0}};
+  hvd_arena_t *a = NULL;
+  int ok = hvd_arena_create(ctx->id.token, ctx->gen, ctx->id.rank, ctx->local_ranks, ctx->nlocal,
+                            (size_t)ctx->cfg.shm_chunk, &a, &err) == HVD_OK;
+  if (!ok) HVD_WARN("shared-memory arena unavailable (%s); allreduce goes through libfabric", err.msg);
+  if (all_agree(ctx, "arena-made", ok, timeout_ms)) {
+    ok = hvd_arena_attach(a, ctx->id.token, ctx->gen, &err) == HVD_OK;
+    if (!ok) HVD_WARN("shared-memory arena: %s; allreduce goes through libfabric", err.msg);
+    ok = all_agree(ctx, "arena-mapped", ok, timeout_ms);
+  } else {
+    ok = 0;
+  }
+  hvd_arena_unlink(a);
+  if (!ok) {
+    hvd_arena_destroy(a);
+    return;
+  }
+  ctx->arena = a;
+  HVD_INFO("shared-memory arena: %d local ranks, %lld-byte chunks", a->n, (long long)ctx->cfg.shm_chunk);
+}
+
 static void ctx_free(hvd_ctx_t *ctx) {
   /* The transport goes first: receives it still holds point into communicators. */
   if (ctx->tp) ctx->tp->ops->destroy(ctx->tp);
@@ -166,6 +251,8 @@ static void ctx_free(hvd_ctx_t *ctx) {
       hvd_pset_free(ctx->psets[i]);
     }
   hvd_engine_free(ctx->eng);
+  hvd_arena_destroy(ctx->arena);
+  free(ctx->local_ranks);
   hvd_timeline_close(ctx->tl);
   pthread_cond_destroy(&ctx->tl_cv);
   free(ctx->fusion);
@@ -223,6 +310,8 @@ hvd_status_t hvd_init(hvd_ctx_t **out) {
   if (ctx->id.size > 1) {
     char key[64];
     int timeout_ms = (int)(ctx->cfg.start_timeout_s * 1000);
+    if (ctx->id.have_launcher == 2 && ctx->id.rank == 0)
+      HVD_CHECK_GOTO(serve_rendezvous(&ctx->id, &err), rc, fail);
     rc = hvd_rdv_connect(ctx->id.rdv_addr, ctx->id.rdv_port, ctx->id.token, ctx->id.rank,
                          ctx->id.size, timeout_ms, &ctx->rdv, &err);
     if (rc != HVD_OK) {
@@ -240,6 +329,7 @@ hvd_status_t hvd_init(hvd_ctx_t **out) {
     HVD_CHECK_GOTO(exchange_addresses(ctx, timeout_ms, &err), rc, fail);
     snprintf(key, sizeof key, "connected/%d", ctx->gen);
     HVD_CHECK_GOTO(hvd_rdv_barrier(ctx->rdv, key, timeout_ms, &err), rc, fail);
+    setup_arena(ctx, timeout_ms);
     if (pipe2(ctx->live_pipe, O_CLOEXEC) != 0) {
       rc = HVD_ERR_INTERNAL;
       hvd_err_set(&err, "pipe: %s", strerror(errno));
@@ -265,6 +355,7 @@ hvd_status_t hvd_init(hvd_ctx_t **out) {
       hvd_err_set(&err, "out of memory for the global process set");
       goto fail;
     }
+    world->comm.arena = ctx->arena;
     hvd_pset_install(ctx, world);
   }
   HVD_CHECK_GOTO(hvd_engine_new(ctx, &ctx->eng, &err), rc, fail);

@@ -113,6 +113,9 @@ struct hvd_ctx {
   hvd_config_t cfg;
 
   hvd_rdv_client_t *rdv;
+  struct hvd_arena *arena; /* same-host shared memory, when every rank is local */
+  int nlocal;              /* ranks on this host (from the address exchange) */
+  int *local_ranks;
   int gen; /* incarnation of this rank in the job (re-init after shutdown) */
   hvd_transport_t *tp;
 

@@ -109,9 +109,8 @@ static void exec_allreduce(hvd_ctx_t *ctx, hvd_pset_t *ps, const hvd_response_t 
   int remote = ctx->id.local_size < ctx->id.size;
   size_t total_count = 0;
   for (int i = 0; i < n; i++) total_count += r->counts[i];
-  hvd_algo_t algo = (hvd_algo_t)ctx->allreduce_algo;
-  if (algo == HVD_ALGO_AUTO)
-    algo = hvd_algo_select(HVD_COLL_ALLREDUCE, total_count * es, ps->n, remote);
+  hvd_algo_t algo =
+      hvd_allreduce_algo(&ps->comm, (hvd_algo_t)ctx->allreduce_algo, total_count * es, remote);
   hvd_status_t rc = HVD_OK;
   uint64_t t0, t1;
 

@@ -1,0 +1,158 @@
+/*
+ * The same-host shared-memory arena and its allreduce, in real forked processes
+ * (no transport: the algorithm only needs the arena). Each child creates its segment,
+ * the children meet at a barrier in an anonymous shared mapping, attach, and run
+ * allreduces that are checked element by element and for identical bytes everywhere.
+ */
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "collectives/coll.h"
+#include "collectives/reduce.h"
+#include "transport/shm_arena.h"
+#include "transport/transport.h"
+
+typedef struct shared {
+  atomic_int arrived[4];
+  uint64_t hash[8][64];
+} shared_t;
+
+static shared_t *sh;
+
+static void barrier(int n, int phase) {
+  atomic_fetch_add(&sh->arrived[phase], 1);
+  while (atomic_load(&sh->arrived[phase]) < n) usleep(100);
+}
+
+static uint64_t fnv(const void *p, size_t n) {
+  const unsigned char *b = p;
+  uint64_t h = 14695981039346656037ull;
+  for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ull;
+  return h;
+}
+
+static double val(size_t i, int r) { return (double)((long)((i * 5 + (size_t)r * 7) % 11) - 5); }
+
+/* Child: returns the exit status (0 = all good). */
+static int child(int rank, int n, size_t slot, char tag[17]) {
+  int ranks[8];
+  for (int i = 0; i < n; i++) ranks[i] = i;
+  hvd_arena_t *a;
+  hvd_err_t err;
+  if (hvd_arena_create(tag, 0, rank, ranks, n, slot, &a, &err) != HVD_OK) return 10;
+  barrier(n, 0);
+  if (hvd_arena_attach(a, tag, 0, &err) != HVD_OK) return 11;
+  barrier(n, 1);
+  hvd_arena_unlink(a);
+  hvd_comm_t c = {.rank = rank, .size = n, .arena = a};
+  const size_t counts[] = {0, 1, (size_t)n - 1, (size_t)n + 1, 100003, slot / 4 * 3 + 5};
+  const hvd_dtype_t dts[] = {HVD_FLOAT32, HVD_INT64, HVD_FLOAT64};
+  const hvd_op_t ops[] = {HVD_SUM, HVD_MAX};
+  int k = 0, bad = 0;
+  for (size_t ci = 0; ci < sizeof counts / sizeof counts[0]; ci++)
+    for (size_t di = 0; di < 3; di++)
+      for (size_t oi = 0; oi < 2; oi++, k++) {
+        size_t cnt = counts[ci];
+        hvd_dtype_t dt = dts[di];
+        size_t es = hvd_dtype_size(dt);
+        double *ref = malloc((cnt + 1) * sizeof *ref);
+        char *in = malloc(cnt * es + 1), *out = malloc(cnt * es + 1);
+        for (size_t i = 0; i < cnt; i++) {
+          double v = val(i, rank);
+          if (dt == HVD_FLOAT32) ((float *)in)[i] = (float)v;
+          else if (dt == HVD_INT64) ((int64_t *)in)[i] = (int64_t)v;
+          else ((double *)in)[i] = v;
+          double r = val(i, 0);
+          for (int q = 1; q < n; q++) r = ops[oi] == HVD_SUM ? r + val(i, q) : (val(i, q) > r ? val(i, q) : r);
+          ref[i] = r;
+        }
+        hvd_status_t rc = hvd_allreduce_shm(&c, in, out, cnt, dt, ops[oi]);
+        if (rc != HVD_OK) bad++;
+        for (size_t i = 0; i < cnt && !bad; i++) {
+          double got = dt == HVD_FLOAT32 ? ((float *)out)[i]
+                       : dt == HVD_INT64 ? (double)((int64_t *)out)[i]
+                                         : ((double *)out)[i];
+          if (got != ref[i]) {
+            fprintf(stderr, "rank %d: count %zu dtype %d op %d: [%zu] = %g, want %g\n", rank, cnt,
+                    (int)dt, (int)ops[oi], i, got, ref[i]);
+            bad++;
+          }
+        }
+        sh->hash[rank][k] = fnv(out, cnt * es);
+        free(ref);
+        free(in);
+        free(out);
+      }
+  barrier(n, 2);
+  for (int q = 0; q < n; q++)
+    for (int j = 0; j < k; j++)
+      if (sh->hash[q][j] != sh->hash[0][j]) bad++;
+  hvd_arena_destroy(a);
+  return bad ? 1 : 0;
+}
+
+static void run(int n, size_t slot) {
+  sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  cr_assert(sh != MAP_FAILED);
+  memset(sh, 0, sizeof *sh);
+  char tag[17];
+  snprintf(tag, sizeof tag, "t%dp%d", n, (int)getpid());
+  pid_t pids[8];
+  for (int r = 0; r < n; r++) {
+    pids[r] = fork();
+    if (pids[r] == 0) _exit(child(r, n, slot, tag));
+  }
+  for (int r = 0; r < n; r++) {
+    int st;
+    waitpid(pids[r], &st, 0);
+    cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "rank %d of %d: status %d", r, n, st);
+  }
+  munmap(sh, sizeof *sh);
+}
+
+Test(shm_arena, np2, .timeout = 60) { run(2, 4096); }
+Test(shm_arena, np3, .timeout = 60) { run(3, 65536); }
+Test(shm_arena, np4_oversubscribed, .timeout = 120) { run(4, 4096); }
+Test(shm_arena, np2_large_slot, .timeout = 60) { run(2, 1 << 20); }
+
+/* A peer that never arrives: the wait gives up once the abort flag is set. */
+Test(shm_arena, abort_while_waiting, .timeout = 30) {
+  char tag[17];
+  snprintf(tag, sizeof tag, "ab%d", (int)getpid());
+  int ranks[2] = {0, 1};
+  hvd_arena_t *a, *b;
+  hvd_err_t err;
+  cr_assert_eq(hvd_arena_create(tag, 0, 0, ranks, 2, 4096, &a, &err), HVD_OK, "%s", err.msg);
+  cr_assert_eq(hvd_arena_create(tag, 0, 1, ranks, 2, 4096, &b, &err), HVD_OK, "%s", err.msg);
+  cr_assert_eq(hvd_arena_attach(a, tag, 0, &err), HVD_OK, "%s", err.msg);
+  hvd_arena_unlink(a);
+  hvd_arena_unlink(b);
+  atomic_int flag = 1; /* already aborted: the first wait must give up */
+  hvd_transport_t tp = {.abort = &flag};
+  hvd_comm_t c = {.tp = &tp, .rank = 0, .size = 2, .arena = a};
+  float x[8] = {0};
+  cr_assert_eq(hvd_allreduce_shm(&c, x, x, 8, HVD_FLOAT32, HVD_SUM), HVD_ERR_ABORTED);
+  hvd_arena_destroy(a);
+  hvd_arena_destroy(b);
+}
+
+Test(shm_arena, names_are_removed) {
+  char tag[17], path[128];
+  snprintf(tag, sizeof tag, "rm%d", (int)getpid());
+  int ranks[1] = {0};
+  hvd_arena_t *a;
+  hvd_err_t err;
+  cr_assert_eq(hvd_arena_create(tag, 3, 0, ranks, 1, 4096, &a, &err), HVD_OK);
+  snprintf(path, sizeof path, "/dev/shm/hvd-%s-3-0", tag);
+  cr_assert_eq(access(path, F_OK), 0, "segment should exist before unlink");
+  hvd_arena_unlink(a);
+  cr_assert_neq(access(path, F_OK), 0, "segment left in /dev/shm");
+  hvd_arena_destroy(a);
+}

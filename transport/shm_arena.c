@@ -1,0 +1,108 @@
+/* POSIX shared-memory segments for same-host ranks; see shm_arena.h. */
+#include "transport/shm_arena.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static void seg_name(char *out, size_t len, const char *tag, int gen, int rank) {
+  snprintf(out, len, "/hvd-%.16s-%d-%d", tag, gen, rank);
+}
+
+hvd_status_t hvd_arena_create(const char *tag, int gen, int rank, const int *local_ranks, int n,
+                              size_t slot_bytes, hvd_arena_t **out, hvd_err_t *err) {
+  *out = NULL;
+  hvd_arena_t *a = calloc(1, sizeof *a);
+  if (a == NULL) return HVD_ERR_NO_MEMORY;
+  a->n = n;
+  a->me = -1;
+  a->slot_bytes = slot_bytes;
+  a->seg_bytes = sizeof(hvd_arena_ctrl_t) + 2 * slot_bytes;
+  a->ranks = malloc((size_t)n * sizeof *a->ranks);
+  a->base = calloc((size_t)n, sizeof *a->base);
+  if (a->ranks == NULL || a->base == NULL) {
+    hvd_arena_destroy(a);
+    return HVD_ERR_NO_MEMORY;
+  }
+  for (int i = 0; i < n; i++) {
+    a->ranks[i] = local_ranks[i];
+    if (local_ranks[i] == rank) a->me = i;
+  }
+  if (a->me < 0) {
+    hvd_err_set(err, "rank %d is not among its host's ranks", rank);
+    hvd_arena_destroy(a);
+    return HVD_ERR_INVALID_PARAM;
+  }
+  seg_name(a->name, sizeof a->name, tag, gen, rank);
+  shm_unlink(a->name); /* a leftover of a killed earlier job with the same token */
+  int fd = shm_open(a->name, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    hvd_err_set(err, "shm_open %s: %s", a->name, strerror(errno));
+    a->unlinked = 1;
+    hvd_arena_destroy(a);
+    return HVD_ERR_TRANSPORT;
+  }
+  /* posix_fallocate, unlike ftruncate, fails now (ENOSPC) rather than with SIGBUS on
+   * first touch when /dev/shm is too small. */
+  int e = posix_fallocate(fd, 0, (off_t)a->seg_bytes);
+  void *p = e == 0 ? mmap(NULL, a->seg_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) : MAP_FAILED;
+  close(fd);
+  if (p == MAP_FAILED) {
+    hvd_err_set(err, "shared memory segment of %zu bytes: %s", a->seg_bytes,
+                strerror(e ? e : errno));
+    hvd_arena_destroy(a);
+    return HVD_ERR_TRANSPORT;
+  }
+  memset(p, 0, a->seg_bytes);
+  a->base[a->me] = p;
+  *out = a;
+  return HVD_OK;
+}
+
+hvd_status_t hvd_arena_attach(hvd_arena_t *a, const char *tag, int gen, hvd_err_t *err) {
+  for (int i = 0; i < a->n; i++) {
+    if (a->base[i] != NULL) continue;
+    char name[96];
+    seg_name(name, sizeof name, tag, gen, a->ranks[i]);
+    int fd = shm_open(name, O_RDWR | O_CLOEXEC, 0600);
+    if (fd < 0) {
+      hvd_err_set(err, "shm_open %s (rank %d): %s", name, a->ranks[i], strerror(errno));
+      return HVD_ERR_TRANSPORT;
+    }
+    struct stat st;
+    void *p = MAP_FAILED;
+    if (fstat(fd, &st) == 0 && (size_t)st.st_size == a->seg_bytes)
+      p = mmap(NULL, a->seg_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    if (p == MAP_FAILED) {
+      hvd_err_set(err, "mapping rank %d's segment %s failed (size %lld, expected %zu)",
+                  a->ranks[i], name, (long long)st.st_size, a->seg_bytes);
+      return HVD_ERR_TRANSPORT;
+    }
+    a->base[i] = p;
+  }
+  return HVD_OK;
+}
+
+void hvd_arena_unlink(hvd_arena_t *a) {
+  if (a && !a->unlinked) {
+    shm_unlink(a->name);
+    a->unlinked = 1;
+  }
+}
+
+void hvd_arena_destroy(hvd_arena_t *a) {
+  if (a == NULL) return;
+  hvd_arena_unlink(a);
+  if (a->base)
+    for (int i = 0; i < a->n; i++)
+      if (a->base[i]) munmap(a->base[i], a->seg_bytes);
+  free(a->base);
+  free(a->ranks);
+  free(a);
+}
