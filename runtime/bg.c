@@ -499,9 +499,16 @@ static int cycle(hvd_engine_t *eng, int stopping, uint64_t stop_deadline, hvd_er
         continue;
       }
       activity = 1;
+      uint32_t set = 0;
+      hvd_pset_t *lps = hvd_msg_peek_set(msg, len, &set) == 0 ? hvd_pset_get(ctx, (int)set) : NULL;
+      if (lps == NULL) {
+        hvd_err_set(err, "control message from rank %d for unknown process set %u", r->peer, set);
+        *rc = HVD_ERR_PROTOCOL;
+        return activity;
+      }
       if (ctx->id.rank == 0) {
         hvd_request_list_t l;
-        if ((*rc = hvd_request_list_decode(msg, len, ctx->id.size, &l, err)) != HVD_OK) {
+        if ((*rc = hvd_request_list_decode(msg, len, lps->n, &l, err)) != HVD_OK) {
           hvd_err_prefix(err, "request list from rank %d", r->peer);
           return activity;
         }
@@ -516,7 +523,7 @@ static int cycle(hvd_engine_t *eng, int stopping, uint64_t stop_deadline, hvd_er
         if ((*rc = hvd_coord_add(ps->coord, m, &l, hvd_now_ns(), err)) != HVD_OK) return activity;
       } else {
         hvd_response_list_t l;
-        if ((*rc = hvd_response_list_decode(msg, len, ctx->id.size, &l, err)) != HVD_OK) {
+        if ((*rc = hvd_response_list_decode(msg, len, lps->n, &l, err)) != HVD_OK) {
           hvd_err_prefix(err, "response list from rank 0");
           return activity;
         }

@@ -291,7 +291,12 @@ hvd_status_t hvd_coord_add(hvd_coord_t *c, int m, hvd_request_list_t *l, uint64_
   for (uint32_t w = 0; w < l->nwords; w++) {
     for (uint64_t word = l->bits[w]; word; word &= word - 1) {
       int k = (int)(w * 64 + (uint32_t)__builtin_ctzll(word));
-      if (k >= c->p.cache_capacity) continue;
+      if (k >= c->p.cache_capacity) {
+        hvd_err_set(err, "rank %d sent cache bit %d beyond the capacity %d", c->members[m], k,
+                    c->p.cache_capacity);
+        rc = HVD_ERR_PROTOCOL;
+        goto out;
+      }
       cslot_t *s = &c->slots[k];
       if (s->state == SLOT_LIVE && s->inserted_at <= l->ack) {
         bit_set(c->bits[m], k);
@@ -541,7 +546,8 @@ static int copy_response(hvd_response_t *dst, const hvd_response_t *src) {
 
 /* Give a new cacheable response an id, evicting the least recently used idle entry
  * if the cache is full. No id (-1) if nothing can be evicted now. */
-static void assign_cache_id(hvd_coord_t *c, hvd_response_t *s, uint64_t list_seq) {
+static void assign_cache_id(hvd_coord_t *c, hvd_response_t *s, uint64_t list_seq,
+                            uint64_t build_clock) {
   int best = -1;
   for (int k = 0; k < c->p.cache_capacity; k++) {
     cslot_t *sl = &c->slots[k];
@@ -549,8 +555,10 @@ static void assign_cache_id(hvd_coord_t *c, hvd_response_t *s, uint64_t list_seq
       best = k;
       break;
     }
+    /* Not an entry this very list uses (its response carries the id: members would
+     * store it again after the eviction). */
     if (sl->state == SLOT_LIVE && sl->first_pending_ns == 0 && sl->inserted_at < list_seq &&
-        (best < 0 || sl->lru < c->slots[best].lru))
+        sl->lru <= build_clock && (best < 0 || sl->lru < c->slots[best].lru))
       best = k;
   }
   if (best < 0) return;
@@ -672,7 +680,9 @@ static void stall_check(hvd_coord_t *c, uint64_t now, rvec_t *r) {
     nx = e->next;
     double age = (double)(now - e->first_ns) * 1e-9;
     if (age < warn) continue;
-    for (int m = 0; m < c->n; m++) have[m] = e->reqs[m].name != NULL || c->joined[m];
+    int ready = 0;
+    for (int m = 0; m < c->n; m++) ready += (have[m] = e->reqs[m].name != NULL || c->joined[m]);
+    if (ready == c->n) continue; /* complete, only held back for fusion */
     list_ranks(c, have, 1, sub, sizeof sub);
     list_ranks(c, have, 0, miss, sizeof miss);
     if (kill > 0 && age >= kill) {
@@ -697,7 +707,9 @@ static void stall_check(hvd_coord_t *c, uint64_t now, rvec_t *r) {
     if (sl->state != SLOT_LIVE || sl->first_pending_ns == 0) continue;
     double age = (double)(now - sl->first_pending_ns) * 1e-9;
     if (age < warn) continue;
-    for (int m = 0; m < c->n; m++) have[m] = bit_test(c->bits[m], k) || c->joined[m];
+    int ready = 0;
+    for (int m = 0; m < c->n; m++) ready += (have[m] = bit_test(c->bits[m], k) || c->joined[m]);
+    if (ready == c->n) continue;
     list_ranks(c, have, 1, sub, sizeof sub);
     list_ranks(c, have, 0, miss, sizeof miss);
     if (kill > 0 && age >= kill) {
@@ -772,6 +784,7 @@ int hvd_coord_build(hvd_coord_t *c, uint64_t now, hvd_response_list_t *out) {
     }
   }
   c->hold_since_ns = 0;
+  const uint64_t build_clock = c->lru_clock; /* slots used from here on are this list's */
 
   /* 1. Cached tensors every member has ready: AND of the bit vectors. */
   for (int w = 0; w < c->words; w++) {
@@ -781,11 +794,12 @@ int hvd_coord_build(hvd_coord_t *c, uint64_t now, hvd_response_list_t *out) {
       if (!c->joined[m]) all &= c->bits[m][w];
     }
     if (!any) continue;
-    for (uint64_t word = all; word; word &= word - 1) {
+    for (uint64_t word = all & any; word; word &= word - 1) {
       int k = w * 64 + __builtin_ctzll(word);
       cslot_t *sl = &c->slots[k];
       for (int m = 0; m < c->n; m++) bit_clear(c->bits[m], k);
       sl->first_pending_ns = 0;
+      sl->warned = 0;
       sl->lru = ++c->lru_clock;
       hvd_response_t *s = rvec_push(&r);
       if (s == NULL) break;
@@ -832,10 +846,28 @@ int hvd_coord_build(hvd_coord_t *c, uint64_t now, hvd_response_list_t *out) {
     if (construct(c, e, s) != 0) HVD_ERROR("coordinator: out of memory building '%s'", e->name);
     if (s->type != HVD_MSG_ERROR && hvd_msg_cacheable((hvd_msg_type_t)s->type) &&
         c->p.cache_capacity > 0)
-      assign_cache_id(c, s, list_seq);
+      assign_cache_id(c, s, list_seq, build_clock);
     unlink_entry(c, e);
     mentry_free(c, e);
   }
+
+  /* A member that has shut down will never send the bit of a cached tensor either. */
+  if (c->nshut > 0)
+    for (int k = 0; k < c->p.cache_capacity; k++) {
+      cslot_t *sl = &c->slots[k];
+      if (sl->state != SLOT_LIVE || sl->first_pending_ns == 0) continue;
+      for (int m = 0; m < c->n; m++) {
+        if (!c->shut[m] || c->joined[m] || bit_test(c->bits[m], k)) continue;
+        char msg[512];
+        snprintf(msg, sizeof msg, "tensor '%s' can never complete: rank %d has shut down without "
+                 "submitting it", sl->tmpl.names[0], c->members[m]);
+        hvd_response_t *s = rvec_push(&r);
+        if (s) make_error(c, s, sl->tmpl.names[0], HVD_ERR_SHUTDOWN, msg);
+        for (int q = 0; q < c->n; q++) bit_clear(c->bits[q], k);
+        sl->first_pending_ns = 0;
+        break;
+      }
+    }
 
   /* 3. Stalls. */
   stall_check(c, now, &r);

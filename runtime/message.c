@@ -15,6 +15,12 @@
 static const char *const type_names[HVD_MSG_TYPE_COUNT] = {
     "ALLREDUCE", "ALLGATHER", "BROADCAST", "REDUCESCATTER", "ALLTOALL", "BARRIER", "JOIN", "PROCESS_SET", "ERROR"};
 
+int hvd_msg_peek_set(const uint8_t *p, size_t len, uint32_t *set) {
+  if (len < 12) return -1;
+  memcpy(set, p + 8, 4); /* magic, flags, set */
+  return 0;
+}
+
 const char *hvd_msg_type_name(hvd_msg_type_t t) {
   return (unsigned)t < HVD_MSG_TYPE_COUNT ? type_names[t] : "UNKNOWN";
 }
@@ -219,8 +225,10 @@ hvd_status_t hvd_request_list_decode(const uint8_t *p, size_t len, int nmembers,
     else if (q->dtype >= HVD_DTYPE_COUNT) fail(&r, "%s: bad dtype %llu", "request", q->dtype);
     else if (q->op >= HVD_OP_COUNT) fail(&r, "%s: bad op %llu", "request", q->op);
     else if (q->rank < 0 || q->rank >= nmembers) fail(&r, "%s: bad rank %llu", "request", (unsigned)q->rank);
-    else if (q->nsplits != 0 && q->nsplits != (uint32_t)nmembers && q->type != HVD_MSG_PROCESS_SET)
+    else if (q->type == HVD_MSG_ALLTOALL && q->nsplits != 0 && q->nsplits != (uint32_t)nmembers)
       fail(&r, "%s: %llu splits for the wrong number of ranks", "request", q->nsplits);
+    else if (q->type != HVD_MSG_ALLTOALL && q->type != HVD_MSG_PROCESS_SET && q->nsplits != 0)
+      fail(&r, "%s: %llu splits on an operation without splits", "request", q->nsplits);
     q->splits = get_array(&r, q->nsplits, 8, "splits");
     q->name = get_str(&r, HVD_NAME_MAX, 0, "name");
   }
@@ -327,7 +335,24 @@ hvd_status_t hvd_response_list_decode(const uint8_t *p, size_t len, int nmembers
     s->last_joined = get_i32(&r, "last joined");
     s->status = get_i32(&r, "status");
     s->error = get_str(&r, 1u << 16, 1, "error");
-    (void)nmembers;
+    if (r.bad) break;
+    /* Sizes must match what the members will index (exec.c). */
+    uint64_t want = 0;
+    int sized = 1;
+    switch ((hvd_msg_type_t)s->type) {
+    case HVD_MSG_ALLREDUCE: case HVD_MSG_BROADCAST: case HVD_MSG_REDUCESCATTER: want = nt; break;
+    case HVD_MSG_ALLGATHER: want = (uint64_t)nt * (uint64_t)nmembers; break;
+    case HVD_MSG_ALLTOALL: want = (uint64_t)nmembers * (uint64_t)nmembers; break;
+    default: sized = 0; break;
+    }
+    if (sized && s->ncounts != want)
+      fail(&r, "%s: %llu counts do not fit the response", hvd_msg_type_name(s->type), s->ncounts);
+    else if (s->type != HVD_MSG_JOIN && nt == 0)
+      fail(&r, "%s: response without tensors (%llu)", hvd_msg_type_name(s->type), nt);
+    else if (s->type == HVD_MSG_BROADCAST && (s->root < 0 || s->root >= nmembers))
+      fail(&r, "%s: root %llu outside the set", "broadcast", (unsigned)s->root);
+    else if ((s->type == HVD_MSG_ALLGATHER || s->type == HVD_MSG_ALLTOALL) && nt != 1)
+      fail(&r, "%s: %llu tensors in one response", hvd_msg_type_name(s->type), nt);
   }
   if (!r.bad && r.left != 0) fail(&r, "%s: %llu trailing bytes", "response list", r.left);
   if (r.bad) {

@@ -103,6 +103,11 @@ typedef struct hvd_wbuf {
 } hvd_wbuf_t;
 void hvd_wbuf_free(hvd_wbuf_t *b);
 
+/* The process set a request or response list is for, read before decoding it (the
+ * decoders check sizes against the set's size). -1 if the message is too short. */
+int hvd_msg_peek_set(const uint8_t *p, size_t len, uint32_t *set);
+
+/* nmembers: the size of the list's process set. */
 hvd_status_t hvd_request_list_encode(const hvd_request_list_t *l, hvd_wbuf_t *out);
 hvd_status_t hvd_request_list_decode(const uint8_t *p, size_t len, int nmembers,
                                      hvd_request_list_t *l, hvd_err_t *err);

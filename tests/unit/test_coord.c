@@ -430,6 +430,19 @@ Test(coord, mismatched_root) {
   has(e, "rank 2 sent 2");
 }
 
+static void tw_pset(hvd_request_t *q, int m) {
+  free(q->splits);
+  rl_splits(q, 2, m == 1 ? (const uint64_t[]){0, 1} : (const uint64_t[]){0, 2});
+}
+
+Test(coord, mismatched_process_set_ranks) {
+  quiet();
+  const char *e = mismatch(HVD_MSG_PROCESS_SET, tw_pset, "process_set.create", HVD_ERR_MISMATCH);
+  has(e, "process set ranks");
+  has(e, "ranks 0,4 sent [0,2]");
+  has(e, "rank 2 sent [0,1]");
+}
+
 Test(coord, mismatched_type) {
   quiet();
   const char *e = mismatch(HVD_MSG_ALLREDUCE, tw_type, "w.type", HVD_ERR_MISMATCH);
@@ -840,6 +853,31 @@ Test(coord, lru_eviction_when_full) {
   hvd_coord_free(c);
 }
 
+Test(coord, stale_bit_after_lru_eviction_is_understood) {
+  quiet();
+  hvd_coord_t *c = coord((cfg_t){.n = 2, .cap = 2});
+  int a = cache_it(c, 2, 0, "a", 1, T0); /* list 1 */
+  int b = cache_it(c, 2, 1, "b", 1, T0); /* list 2 */
+  bit(c, 0, 2, a, T0);
+  bit(c, 1, 2, a, T0);
+  expect_shape(c, T0, "a", NULL); /* list 3 */
+  hvd_response_list_t out;
+  for (int m = 0; m < 2; m++) sub(c, m, 3, "c", HVD_FLOAT32, 1, T0);
+  cr_assert_eq(build(c, T0, &out), 1); /* list 4 evicts b */
+  cr_assert(out.nevict == 1 && out.evict[0] == b);
+  hvd_response_list_free(&out);
+  /* member 0 sent b's bit before it saw list 4 (ack 3): still understood; member 1
+   * applied list 4 and sends b in full */
+  bit(c, 0, 3, b, T0);
+  sub(c, 1, 4, "b", HVD_FLOAT32, 1, T0);
+  cr_assert_eq(build(c, T0, &out), 1);
+  cr_assert_str_eq(shape(&out), "b");
+  cr_assert_eq(out.resps[0].type, HVD_MSG_ALLREDUCE);
+  cr_assert_neq(out.resps[0].cache_ids[0], b, "b's old id reused before member 0 acked list 4");
+  hvd_response_list_free(&out);
+  hvd_coord_free(c);
+}
+
 Test(coord, lru_never_evicts_an_entry_with_pending_bits) {
   quiet();
   hvd_coord_t *c = coord((cfg_t){.n = 2, .cap = 2});
@@ -909,6 +947,98 @@ Test(coord, BUG_lru_evicts_entry_hit_in_same_list) {
   hvd_response_list_free(&out);
   cr_expect_eq(rc, HVD_OK, "member's next bit for 'a' rejected: %s", err.msg);
   hvd_coord_free(c);
+}
+
+/* ---- a training loop with members that mirror the cache like bg.c ---------------------- */
+
+#define SIM_MAXT 16
+#define SIM_MAXCAP 16
+
+/* Each step every member submits tensors t0..t(nt-1): a bit if its mirror of the cache
+ * holds the name, else the full request. Response lists are applied like bg.c's
+ * apply_list: evictions, then the ids of every non-error response. Returns the first
+ * failure as text ("" if none). */
+static const char *train(int n, int nt, int cap, int steps, uint64_t *hits) {
+  static char fail[HVD_ERR_MSG_MAX + 128];
+  fail[0] = '\0';
+  hvd_coord_t *c = coord((cfg_t){.n = n, .cap = cap, .fusion = 1 << 20});
+  char mirror[5][SIM_MAXCAP][12]; /* [member][id] -> name, "" = empty */
+  memset(mirror, 0, sizeof mirror);
+  uint64_t applied = 0;
+  for (int step = 0; step < steps && !fail[0]; step++) {
+    for (int m = 0; m < n && !fail[0]; m++) {
+      rl_t r;
+      rl_init(&r, applied);
+      for (int t = 0; t < nt; t++) {
+        char name[12];
+        snprintf(name, sizeof name, "t%d", t);
+        int k = -1;
+        for (int i = 0; i < cap; i++)
+          if (strcmp(mirror[m][i], name) == 0) k = i;
+        if (k >= 0) rl_bit(&r, k);
+        else rl_req(&r, HVD_MSG_ALLREDUCE, HVD_FLOAT32, 4, name);
+      }
+      hvd_err_t err = {{0}};
+      if (add_rc(c, m, &r, T0 + (uint64_t)step * MS, &err) != HVD_OK)
+        snprintf(fail, sizeof fail, "step %d member %d: %s", step, m, err.msg);
+    }
+    int done[SIM_MAXT] = {0};
+    for (int round = 0; round < 3 && !fail[0]; round++) {
+      hvd_response_list_t out;
+      if (!build(c, T0 + (uint64_t)step * MS, &out)) break;
+      applied = out.seq;
+      for (int m = 0; m < n; m++) {
+        for (uint32_t i = 0; i < out.nevict; i++) mirror[m][out.evict[i]][0] = '\0';
+        for (uint32_t i = 0; i < out.n; i++)
+          if (out.resps[i].type != HVD_MSG_ERROR)
+            for (uint32_t t = 0; t < out.resps[i].ntensors; t++)
+              if (out.resps[i].cache_ids[t] >= 0)
+                snprintf(mirror[m][out.resps[i].cache_ids[t]], sizeof mirror[m][0], "%s",
+                         out.resps[i].names[t]);
+      }
+      for (uint32_t i = 0; i < out.n && !fail[0]; i++) {
+        if (out.resps[i].type == HVD_MSG_ERROR) {
+          snprintf(fail, sizeof fail, "step %d: error for %s: %s", step, out.resps[i].names[0],
+                   out.resps[i].error);
+          break;
+        }
+        for (uint32_t t = 0; t < out.resps[i].ntensors; t++) done[atoi(out.resps[i].names[t] + 1)]++;
+      }
+      hvd_response_list_free(&out);
+    }
+    for (int t = 0; t < nt && !fail[0]; t++)
+      if (done[t] != 1) snprintf(fail, sizeof fail, "step %d: t%d executed %d times", step, t, done[t]);
+  }
+  if (hits) *hits = stats(c).cache_hits;
+  hvd_coord_free(c);
+  return fail;
+}
+
+Test(coord, training_loop_with_room_in_the_cache) {
+  quiet();
+  for (int n = 1; n <= 5; n++) {
+    uint64_t hits;
+    const char *f = train(n, 6, 8, 20, &hits);
+    cr_assert_str_eq(f, "", "n=%d: %s", n, f);
+    cr_assert_eq(hits, 6 * 19, "n=%d: steady state runs from the cache (%llu hits)", n,
+                 (unsigned long long)hits);
+  }
+}
+
+/*
+ * BUG (reported): the same defect as BUG_lru_evicts_entry_hit_in_same_list, in the
+ * situation where it happens in practice: a model with more tensors than the cache
+ * holds (e.g. > 1024 gradients with the default HVD_CACHE_CAPACITY). Every step all
+ * cached tensors hit together while the uncached ones complete in the same list, so
+ * the LRU victim is an entry hit in that very list; members re-insert it and their
+ * next bit for it is rejected ("sent cache bit k which it cannot know"), which aborts
+ * the job. Input: 2 members, 6 tensors, capacity 4, 20 steps. Expected: every step
+ * runs every tensor once, no protocol error. Got: protocol error in step 2.
+ */
+Test(coord, BUG_training_loop_with_more_tensors_than_cache) {
+  quiet();
+  const char *f = train(2, 6, 4, 20, NULL);
+  cr_assert_str_eq(f, "");
 }
 
 /* ==== fusion ============================================================================= */
@@ -1249,6 +1379,26 @@ Test(coord, join_waits_for_pending_allreduce_member) {
   hvd_coord_free(c);
 }
 
+Test(coord, member_that_submitted_then_joined_is_counted_once) {
+  quiet();
+  /* hvd_allreduce_async("a") then hvd_join() on member 0: "a" still needs member 1 */
+  hvd_coord_t *c = coord((cfg_t){.n = 2});
+  rl_t r;
+  rl_init(&r, 0);
+  rl_req(&r, HVD_MSG_ALLREDUCE, HVD_FLOAT32, 4, "a");
+  rl_req(&r, HVD_MSG_JOIN, HVD_UINT8, 0, "join.noname");
+  add(c, 0, &r, T0);
+  nothing(c, T0);
+  sub(c, 1, 0, "a", HVD_FLOAT32, 4, T0);
+  expect_shape(c, T0, "a", NULL);
+  join(c, 1, 1, T0);
+  hvd_response_list_t out;
+  expect_shape(c, T0, "JOIN", &out);
+  cr_assert_eq(out.resps[0].last_joined, 1);
+  hvd_response_list_free(&out);
+  hvd_coord_free(c);
+}
+
 Test(coord, barrier_allowed_with_joined_member) {
   quiet();
   hvd_coord_t *c = coord((cfg_t){.n = 2});
@@ -1376,6 +1526,86 @@ Test(coord, stall_of_cached_tensor) {
   hvd_coord_free(c);
 }
 
+/*
+ * BUG (reported): a tensor every member has submitted, but which the cycle-time hold
+ * keeps back (another tensor is partly submitted), is seen by the stall inspector:
+ * the hold path of hvd_coord_build calls stall_check before ready entries are taken
+ * out of the table, and stall_check does not skip complete entries. Past the
+ * shutdown time the complete tensor fails with HVD_ERR_TIMEOUT ("never by ranks []");
+ * past the warning time it gets a spurious warning with no missing rank.
+ * Input: warn 1 s, shutdown 2 s, cycle 5 ms; member 0 submits "a" at T0; member 1
+ * submits "a" at T0+1.999 s and "b" (member 0 has not); build at T0+2 s.
+ * Expected: no response yet (held) and then "a" after the cycle time. Got: ERROR
+ * HVD_ERR_TIMEOUT for "a".
+ */
+Test(coord, BUG_held_complete_tensor_is_not_stalled) {
+  quiet();
+  hvd_coord_t *c = coord((cfg_t){.n = 2, .fusion = 1 << 20, .cycle_ms = 5, .warn_s = 1, .kill_s = 2});
+  sub(c, 0, 0, "a", HVD_FLOAT32, 1, T0);
+  sub(c, 1, 0, "a", HVD_FLOAT32, 1, T0 + 1999 * MS);
+  sub(c, 1, 0, "b", HVD_FLOAT32, 1, T0 + 1999 * MS);
+  hvd_response_list_t out;
+  char got[256] = "";
+  int st = 0;
+  if (build(c, T0 + 2000 * MS, &out)) {
+    snprintf(got, sizeof got, "%s", shape(&out));
+    st = out.n ? out.resps[0].status : 0;
+    hvd_response_list_free(&out);
+  }
+  if (got[0] == '\0' && build(c, T0 + 2006 * MS, &out)) {
+    snprintf(got, sizeof got, "%s", shape(&out));
+    st = out.n ? out.resps[0].status : 0;
+    hvd_response_list_free(&out);
+  }
+  uint64_t warnings = stats(c).stall_warnings;
+  hvd_coord_free(c);
+  cr_expect_str_eq(got, "a", "status %d", st);
+  cr_expect_eq(warnings, 0, "a complete tensor was reported as stalled");
+}
+
+/*
+ * BUG (reported, minor): a cached tensor's stall warning is logged only once per cache
+ * entry, not once per stall: cslot.warned is set by stall_check and cleared only when
+ * the slot is (re)assigned, never when the tensor completes. A tensor that stalls in
+ * step 1 and again in step 100 warns only the first time (stats.stall_warnings stays
+ * 1). Table entries are fresh each time, so uncached tensors warn every time.
+ */
+Test(coord, BUG_cached_tensor_warns_on_every_stall) {
+  quiet();
+  hvd_coord_t *c = coord((cfg_t){.n = 2, .cap = 4, .warn_s = 1});
+  int a = cache_it(c, 2, 0, "a", 1, T0);
+  uint64_t ack = 1;
+  for (int round = 0; round < 2; round++) {
+    uint64_t t = T0 + (uint64_t)(10 * round + 1) * SEC;
+    bit(c, 0, ack, a, t);
+    nothing(c, t + 2 * SEC); /* member 1 is 2 s late: a warning */
+    bit(c, 1, ack, a, t + 3 * SEC);
+    hvd_response_list_t out;
+    cr_assert_eq(build(c, t + 3 * SEC, &out), 1);
+    cr_assert_str_eq(shape(&out), "a");
+    ack = out.seq;
+    hvd_response_list_free(&out);
+  }
+  uint64_t warnings = stats(c).stall_warnings;
+  hvd_coord_free(c);
+  cr_expect_eq(warnings, 2, "two stalls, %llu warnings", (unsigned long long)warnings);
+}
+
+/* For comparison: an uncached tensor warns on each stall. */
+Test(coord, uncached_tensor_warns_on_every_stall) {
+  quiet();
+  hvd_coord_t *c = coord((cfg_t){.n = 2, .warn_s = 1});
+  for (int round = 0; round < 2; round++) {
+    uint64_t t = T0 + (uint64_t)(10 * round + 1) * SEC;
+    sub(c, 0, (uint64_t)round, "a", HVD_FLOAT32, 1, t);
+    nothing(c, t + 2 * SEC);
+    sub(c, 1, (uint64_t)round, "a", HVD_FLOAT32, 1, t + 3 * SEC);
+    expect_shape(c, t + 3 * SEC, "a", NULL);
+  }
+  cr_assert_eq(stats(c).stall_warnings, 2);
+  hvd_coord_free(c);
+}
+
 /* ==== shutdown ============================================================================ */
 
 Test(coord, shut_down_member_fails_tensors_it_never_submitted) {
@@ -1451,6 +1681,49 @@ Test(coord, BUG_shut_down_member_fails_cached_tensor_it_never_sent) {
   cr_assert_eq(rc, 1, "no response: the bit-announced tensor waits forever");
   cr_assert_str_eq(got, "ERROR:a");
   cr_assert_eq(st, HVD_ERR_SHUTDOWN);
+}
+
+/* ==== timeline hook ======================================================================= */
+
+typedef struct {
+  int n;
+  char name[8][16];
+  int rank[8];
+  uint64_t now[8];
+} ready_log_t;
+
+static void on_ready(void *arg, const char *name, int global_rank, uint64_t now_ns) {
+  ready_log_t *lg = arg;
+  if (lg->n >= 8) return;
+  snprintf(lg->name[lg->n], sizeof lg->name[0], "%s", name);
+  lg->rank[lg->n] = global_rank;
+  lg->now[lg->n] = now_ns;
+  lg->n++;
+}
+
+Test(coord, on_ready_reports_each_members_request) {
+  quiet();
+  ready_log_t lg = {0};
+  hvd_coord_params_t p = {.nmembers = 2, .members = SPARSE, .cache_capacity = 4,
+                          .on_ready = on_ready, .arg = &lg};
+  hvd_coord_t *c = hvd_coord_new(&p);
+  cr_assert_not_null(c);
+  sub(c, 1, 0, "a", HVD_FLOAT32, 1, T0 + 5);
+  sub(c, 0, 0, "a", HVD_FLOAT32, 1, T0 + 7);
+  hvd_response_list_t out;
+  cr_assert_eq(build(c, T0 + 8, &out), 1);
+  int id = out.resps[0].cache_ids[0];
+  hvd_response_list_free(&out);
+  bit(c, 0, 1, id, T0 + 9); /* through the cache too */
+  cr_assert_eq(lg.n, 3);
+  cr_assert_str_eq(lg.name[0], "a");
+  cr_assert_eq(lg.rank[0], 2, "global rank of member 1");
+  cr_assert_eq(lg.now[0], T0 + 5);
+  cr_assert_eq(lg.rank[1], 0);
+  cr_assert_str_eq(lg.name[2], "a");
+  cr_assert_eq(lg.rank[2], 0);
+  cr_assert_eq(lg.now[2], T0 + 9);
+  hvd_coord_free(c);
 }
 
 /* ==== protocol errors ====================================================================== */

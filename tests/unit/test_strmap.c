@@ -60,6 +60,10 @@ static void check_all(const hvd_strmap_t *m, const model_t *md) {
   cr_assert(m->cap == 0 || (m->cap & (m->cap - 1)) == 0, "cap %zu not a power of two", m->cap);
   cr_assert((m->used + m->tombs) * 4 <= m->cap * 3 || m->cap == 0, "load factor: used %zu tombs %zu cap %zu",
             m->used, m->tombs, m->cap);
+  /* every occupied slot is a live key or a counted tombstone */
+  size_t occupied = 0;
+  for (size_t i = 0; i < m->cap; i++) occupied += m->slots[i].key != NULL;
+  cr_assert_eq(occupied, m->used + m->tombs, "occupied %zu, used %zu + tombs %zu", occupied, m->used, m->tombs);
   for (int i = 0; i < md->n; i++) cr_assert_eq(hvd_strmap_get(m, md->keys[i]), md->ref[i], "key %s", md->keys[i]);
   char *seen = calloc((size_t)md->n, 1);
   size_t it = 0;
@@ -150,15 +154,9 @@ Test(strmap, hash_is_deterministic_and_spreads) {
   cr_assert_geq(distinct, 8);
 }
 
-/*
- * BUG (reported, minor): strmap.h documents FNV-1a, but hvd_strhash starts from
- * 1469598103934665603 (0x14650fb0739d0383), the FNV-1a 64-bit offset basis with its
- * last digit dropped; the real basis is 14695981039346656037 (0xcbf29ce484222325).
- * The map still works (any seed hashes), but the values are not FNV-1a, e.g.
- * hvd_strhash("") returns 0x14650fb0739d0383. The same constant is copied in
- * transport/rdv_server.c and tests/integration/progs/allreduce_check.c.
- */
-Test(strmap, BUG_fnv1a_hash_values) {
+/* strmap.h documents FNV-1a. (This test found the offset basis missing its last
+ * digit, 1469598103934665603 instead of 14695981039346656037; fixed in 13a766a.) */
+Test(strmap, fnv1a_hash_values) {
   /* FNV-1a 64-bit reference values */
   cr_assert_eq(hvd_strhash(""), 0xcbf29ce484222325ull);
   cr_assert_eq(hvd_strhash("a"), 0xaf63dc4c8601ec8cull);
@@ -230,15 +228,29 @@ Test(strmap, tombstones_are_reused_and_churn_does_not_grow) {
   hvd_strmap_free(&m);
   model_free(&md);
 
-  /* delete then re-put the same key: the slot count does not creep */
+  /* delete then re-put the same key: the tombstone is reused in place */
   hvd_strmap_init(&m);
-  int x = 7;
+  int x = 7, y = 8;
+  cr_assert_eq(hvd_strmap_put(&m, "keep", &y), 0);
+  cr_assert_eq(hvd_strmap_put(&m, "same", &x), 0);
+  size_t at = 0;
+  for (size_t i = 0; i < m.cap; i++)
+    if (m.slots[i].key != NULL && strcmp(m.slots[i].key, "same") == 0) at = i + 1;
+  cr_assert(at);
+  cr_assert_eq(hvd_strmap_del(&m, "same"), &x);
+  cr_assert_eq(m.tombs, 1);
+  cr_assert_eq(m.used, 1);
+  cr_assert_eq(hvd_strmap_put(&m, "same", &x), 0);
+  cr_assert_eq(m.tombs, 0, "tombstone not reused");
+  cr_assert_eq(m.slots[at - 1].value, &x, "re-put landed in another slot");
+  cr_assert_eq(hvd_strmap_del(&m, "same"), &x);
   for (int i = 0; i < 10000; i++) {
     cr_assert_eq(hvd_strmap_put(&m, "same", &x), 0);
     cr_assert_eq(hvd_strmap_del(&m, "same"), &x);
   }
   cr_assert_leq(m.cap, 16);
-  cr_assert_eq(m.used, 0);
+  cr_assert_eq(m.used, 1);
+  cr_assert_eq(hvd_strmap_get(&m, "keep"), &y);
   hvd_strmap_free(&m);
 }
 
