@@ -15,12 +15,6 @@
 #include "collectives/ring.h"
 #include "collectives/xchg.h"
 
-static size_t displ(const size_t *counts, int b) {
-  size_t off = 0;
-  for (int i = 0; i < b; i++) off += counts[i];
-  return off;
-}
-
 hvd_status_t hvd_reducescatter_ring(hvd_comm_t *c, const void *sendbuf, void *recvbuf,
                                     const size_t *counts, hvd_dtype_t dtype, hvd_op_t op) {
   const unsigned seq = c->seq++;
@@ -45,18 +39,22 @@ hvd_status_t hvd_reducescatter_ring(hvd_comm_t *c, const void *sendbuf, void *re
     }
   }
   const int next = hvd_ring_next(r, n), prev = hvd_ring_prev(r, n);
+  const size_t total = hvd_counts_offset(counts, n);
+  size_t soff = hvd_counts_offset(counts, hvd_ring_scatter_send_block(r, n, 0));
   for (int s = 0; s < n - 1; s++) {
     int sblk = hvd_ring_scatter_send_block(r, n, s), rblk = hvd_ring_scatter_recv_block(r, n, s);
+    size_t roff = hvd_counts_prev_offset(counts, n, sblk, soff, total);
     hvd_xchg_t x = {
         .send_to = next,
-        .send_buf = s == 0 ? sb + displ(counts, sblk) * es : tmp[(s - 1) % 2],
+        .send_buf = s == 0 ? sb + soff * es : tmp[(s - 1) % 2],
         .send_count = counts[sblk],
         .recv_from = prev,
         .recv_buf = s == n - 2 ? recvbuf : tmp[s % 2],
         .recv_count = counts[rblk],
-        .reduce_with = sb + displ(counts, rblk) * es,
+        .reduce_with = sb + roff * es,
     };
     HVD_CHECK(hvd_xchg_run(c, hvd_coll_tag(c, seq, (unsigned)s), &x, dtype, op));
+    soff = roff;
   }
   return HVD_OK;
 }

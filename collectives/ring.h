@@ -60,4 +60,17 @@ static inline int hvd_ring_scatter_recv_block(int rank, int n, int step) {
   return hvd_mod(rank - step - 2, n);
 }
 
+/* Blocks of explicit sizes counts[0..n) packed in order (allgatherv, reduce-scatter):
+ * offset of block b, and, walking the ring backwards as those collectives do, the
+ * offset of block b-1 (mod n) from the offset of block b, in O(1). */
+static inline size_t hvd_counts_offset(const size_t *counts, int b) {
+  size_t off = 0;
+  for (int i = 0; i < b; i++) off += counts[i];
+  return off;
+}
+static inline size_t hvd_counts_prev_offset(const size_t *counts, int n, int b, size_t off_b,
+                                            size_t total) {
+  return b == 0 ? total - counts[n - 1] : off_b - counts[b - 1];
+}
+
 #endif

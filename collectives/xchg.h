@@ -34,7 +34,9 @@
 
 /* Bytes per chunk: large enough to amortise per-message cost, small enough that the
  * reduction of one chunk overlaps the arrival of the next (and stays in L2). */
+#ifndef HVD_COLL_CHUNK_BYTES
 #define HVD_COLL_CHUNK_BYTES (256u * 1024u)
+#endif
 
 typedef struct hvd_xchg {
   int send_to;             /* member index, or -1: nothing to send */

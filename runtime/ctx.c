@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "collectives/select.h"
+#include "collectives/tags.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "runtime/ctx.h"
@@ -329,6 +330,8 @@ hvd_status_t hvd_init(hvd_ctx_t **out) {
     HVD_CHECK_GOTO(exchange_addresses(ctx, timeout_ms, &err), rc, fail);
     snprintf(key, sizeof key, "connected/%d", ctx->gen);
     HVD_CHECK_GOTO(hvd_rdv_barrier(ctx->rdv, key, timeout_ms, &err), rc, fail);
+    HVD_CHECK_GOTO(hvd_transport_wireup(ctx->tp, hvd_tag_make(HVD_TAG_KIND_CONTROL, 0xfff, 0, 7), &err),
+                   rc, fail);
     setup_arena(ctx, timeout_ms);
     if (pipe2(ctx->live_pipe, O_CLOEXEC) != 0) {
       rc = HVD_ERR_INTERNAL;

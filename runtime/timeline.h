@@ -11,10 +11,13 @@
  * A size cap ends the file with a closing marker event.
  *
  * Layout: one trace "process" per tensor name (its lane, named by a metadata event),
- * with nested duration events: NEGOTIATE_<OP> (instant marks per rank as it becomes
- * ready, on the coordinator), QUEUE, MEMCPY_IN_FUSION_BUFFER, <OP> (args: algorithm,
- * bytes, fused tensor count), MEMCPY_OUT_FUSION_BUFFER; CYCLE_START instants when
- * cycle marking is on.
+ * with one duration event per phase, one after the other: NEGOTIATE_<OP> (instant
+ * marks per rank as it becomes ready, on the coordinator), QUEUE,
+ * MEMCPY_IN_FUSION_BUFFER, <OP> (args: algorithm, bytes, fused tensor count),
+ * MEMCPY_OUT_FUSION_BUFFER. pid 0 is the rank's own lane: CYCLE_START instants when
+ * cycle marking is on, DROPPED_EVENTS, TIMELINE_TRUNCATED, TIMELINE_END. The writer
+ * keeps B/E paired per lane (an E whose B is not in the file is left out; spans open
+ * at close get an E with "unfinished":true). docs/timeline.md has the details.
  *
  * Every function accepts tl == NULL and then does nothing.
  */
@@ -34,13 +37,17 @@ typedef struct hvd_timeline_opts {
   int rank;           /* written into the trace metadata */
   int mark_cycles;    /* emit CYCLE_START instants */
   size_t max_bytes;   /* 0 = unlimited; else stop (with a closing marker) at this size */
-  size_t ring_events; /* ring capacity; 0 = default (65536) */
+  size_t ring_events; /* ring capacity in typical events (128 bytes each; records are
+                         variable-length, up to ~1.1 KB with a 512-byte name);
+                         0 = default (65536, an 8 MiB ring) */
 } hvd_timeline_opts_t;
 
-/* Open the file and start the writer thread. */
+/* Create/truncate the file, write its header and start the writer thread. Any thread.
+ * HVD_ERR_INVALID_PARAM (message in err) if the file cannot be created. */
 hvd_status_t hvd_timeline_open(const hvd_timeline_opts_t *opts, hvd_timeline_t **out,
                                hvd_err_t *err);
-/* Flush everything, write the closing bytes, stop the writer, close, free. */
+/* Flush everything, write the closing bytes, stop the writer, close, free. Blocks
+ * until the writer has drained the ring. Call it after the last producer call. */
 void hvd_timeline_close(hvd_timeline_t *tl);
 
 /* Events. ts is hvd_now_ns(). tensor and phase are copied (truncated if very long).

@@ -6,7 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(gcc make cmake pkg-config libfabric-dev libfabric-bin libhwloc-dev libuv1-dev
-          libcriterion-dev zlib1g-dev libopenblas-dev dataset-fashion-mnist procps iproute2)
+          libcriterion-dev zlib1g-dev libopenblas-dev dataset-fashion-mnist procps iproute2
+          openssh-server openssh-client openmpi-bin
+          python3 chromium) # the timeline tests: Python's json module, a headless browser
 
 missing=()
 for p in "${PACKAGES[@]}"; do

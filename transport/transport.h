@@ -120,6 +120,13 @@ typedef struct hvd_ofi_params {
 hvd_status_t hvd_ofi_create(const hvd_ofi_params_t *params, hvd_transport_t **out,
                             hvd_err_t *err);
 
+/* After connect and a job-wide barrier: exchange one byte with each peer so that
+ * every connection is opened by the lower rank first (tcp;ofi_rxm connects lazily,
+ * and two ranks making their first sends to each other at the same moment can lose a
+ * message). All peers for jobs of up to 64 ranks, else rank 0 and ring neighbours.
+ * tag: the caller's tag for this exchange (low HVD_TP_SRC_BITS zero). Blocks. */
+hvd_status_t hvd_transport_wireup(hvd_transport_t *tp, uint64_t tag, hvd_err_t *err);
+
 /* Stub for unimplemented slots. */
 hvd_status_t hvd_tp_not_supported(void);
 

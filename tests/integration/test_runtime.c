@@ -61,6 +61,9 @@ CASE_TCP(collectives, 4)
 CASE_AT(threads, 4)
 CASE_AT(invalid, 2)
 CASE_AT(reinit, 3)
+CASE_AT(slow_peer, 2)
+CASE_AT(slow_peer, 4)
+CASE_TCP(slow_peer, 2)
 
 /* Names that differ between ranks: rank 0 logs the stall naming tensors and ranks,
  * and with a shutdown time the operations fail instead of hanging. */

@@ -27,8 +27,7 @@
 
 static run_result_t train(int np, const char *args, double timeout) {
   char cmd[4096];
-  snprintf(cmd, sizeof cmd, "%s -np %d %s %s", bin_path("hvdrun"), np, bin_path("hvd-train"),
-           args);
+  snprintf(cmd, sizeof cmd, "%s -np %d %s %s", bin_path("hvdrun"), np, bin_path("hvd-train"), args);
   run_result_t r = run_sh(cmd, NULL, timeout);
   cr_log_info("%s: %.1f s, exited=%d status=%d", cmd, r.seconds, r.exited, r.status);
   cr_assert(!r.timed_out, "timed out: %s\noutput:\n%s", cmd, r.out);
@@ -118,8 +117,8 @@ static void expect_data_error(int np, const char *needle1, const char *needle2) 
 Test(train_data, missing_directory, .timeout = 120) {
   run_result_t r = train(2, "--data /nonexistent/hvd-train-data --epochs 1", 120);
   cr_assert(r.exited && r.status == 1, "exit %d/%d:\n%s", r.exited, r.status, r.out);
-  cr_assert_eq(count_in(&r, "hvd-train: /nonexistent/hvd-train-data: data directory: No such file"), 1,
-               "%s", r.out);
+  cr_assert_eq(count_in(&r, "hvd-train: /nonexistent/hvd-train-data: data directory: No such file"),
+               1, "%s", r.out);
   run_free(&r);
 }
 
@@ -141,7 +140,8 @@ Test(train_data, truncated_images, .init = make_tmpdir, .fini = remove_tmpdir, .
 Test(train_data, truncated_gzip, .init = make_tmpdir, .fini = remove_tmpdir, .timeout = 120) {
   copy_dataset();
   char cmd[512];
-  snprintf(cmd, sizeof cmd, "head -c 100000 " FMNIST "/train-images-idx3-ubyte.gz > '%s/train-images-idx3-ubyte.gz'",
+  snprintf(cmd, sizeof cmd,
+           "head -c 100000 " FMNIST "/train-images-idx3-ubyte.gz > '%s/train-images-idx3-ubyte.gz'",
            tmpdir);
   sh_ok(cmd);
   expect_data_error(1, "train-images-idx3-ubyte.gz: truncated", NULL);
@@ -165,8 +165,8 @@ Test(train_data, wrong_magic, .init = make_tmpdir, .fini = remove_tmpdir, .timeo
 Test(train_data, wrong_magic_not_idx, .init = make_tmpdir, .fini = remove_tmpdir, .timeout = 120) {
   copy_dataset();
   char cmd[512];
-  snprintf(cmd, sizeof cmd, "echo 'hello, I am not an IDX file' | gzip > '%s/t10k-labels-idx1-ubyte.gz'",
-           tmpdir);
+  snprintf(cmd, sizeof cmd,
+           "echo 'hello, I am not an IDX file' | gzip > '%s/t10k-labels-idx1-ubyte.gz'", tmpdir);
   sh_ok(cmd);
   expect_data_error(1, "t10k-labels-idx1-ubyte.gz: wrong magic", "0x00000801");
 }
@@ -278,6 +278,23 @@ Test(train_run, np2_200_steps, .timeout = 300) {
   run_free(&r);
 }
 
+/* --timeline FILE reaches the runtime as HVD_TIMELINE (set before hvd_init). */
+Test(train_run, timeline_passthrough, .init = make_tmpdir, .fini = remove_tmpdir, .timeout = 120) {
+  char args[1024], path[512];
+  snprintf(path, sizeof path, "%s/tl.json", tmpdir);
+  snprintf(args, sizeof args, "--synthetic 1000 --batch 100 --steps 5 --timeline '%s'", path);
+  run_result_t r = train(2, args, 60);
+  expect_ok(&r);
+  run_free(&r);
+  FILE *f = fopen(path, "r");
+  cr_assert_not_null(f, "no timeline written at %s", path);
+  char buf[1 << 16];
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  cr_assert(strstr(buf, "grad.W1"), "timeline does not mention grad.W1");
+}
+
 /* ---- checkpoint and resume ----------------------------------------------------------- */
 
 static void checksum_of(const run_result_t *r, char *out, size_t len) {
@@ -333,7 +350,8 @@ Test(train_checkpoint, resume_continues_exactly, .init = make_tmpdir, .fini = re
   run_free(&r);
 }
 
-Test(train_checkpoint, bad_checkpoints, .init = make_tmpdir, .fini = remove_tmpdir, .timeout = 300) {
+Test(train_checkpoint, bad_checkpoints, .init = make_tmpdir, .fini = remove_tmpdir,
+     .timeout = 300) {
   char args[1024], cmd[1024];
   snprintf(args, sizeof args, CKPT_ARGS " --epochs 1 --checkpoint '%s/ck'", tmpdir);
   run_result_t r = train(2, args, 120);
@@ -341,12 +359,12 @@ Test(train_checkpoint, bad_checkpoints, .init = make_tmpdir, .fini = remove_tmpd
   run_free(&r);
 
   /* Another model shape. */
-  snprintf(args, sizeof args, "--synthetic 3000 --batch 100 --hidden 64 --epochs 2 --resume '%s/ck'",
-           tmpdir);
+  snprintf(args, sizeof args,
+           "--synthetic 3000 --batch 100 --hidden 64 --epochs 2 --resume '%s/ck'", tmpdir);
   r = train(2, args, 120);
   cr_assert(r.exited && r.status == 1, "%s", r.out);
-  cr_assert_eq(count_in(&r, "checkpoint is for a 784-64-32-10 network, this run builds 784-64-10"), 1,
-               "%s", r.out);
+  cr_assert_eq(count_in(&r, "checkpoint is for a 784-64-32-10 network, this run builds 784-64-10"),
+               1, "%s", r.out);
   run_free(&r);
 
   /* Truncated. */
@@ -360,7 +378,8 @@ Test(train_checkpoint, bad_checkpoints, .init = make_tmpdir, .fini = remove_tmpd
 
   /* One flipped byte in the parameters. */
   snprintf(cmd, sizeof cmd,
-           "cp '%s/ck' '%s/flip' && printf '\\377' | dd of='%s/flip' bs=1 seek=5000 conv=notrunc status=none",
+           "cp '%s/ck' '%s/flip' && printf '\\377' | dd of='%s/flip' bs=1 seek=5000 conv=notrunc "
+           "status=none",
            tmpdir, tmpdir, tmpdir);
   sh_ok(cmd);
   snprintf(args, sizeof args, CKPT_ARGS " --epochs 2 --resume '%s/flip'", tmpdir);

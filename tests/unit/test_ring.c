@@ -157,3 +157,15 @@ Test(ring, empty_blocks_agree_on_both_sides) {
                        hvd_block_count(count, n, hvd_ring_ag_recv_block(nx, n, s)));
         }
 }
+
+Test(ring, counts_offsets_walk_backwards) {
+  const size_t sizes[] = {3, 0, 5, 1, 0, 0, 7};
+  const int n = 7;
+  size_t total = hvd_counts_offset(sizes, n);
+  cr_assert_eq(total, 16);
+  for (int b = 0; b < n; b++) {
+    int pb = hvd_mod(b - 1, n);
+    cr_assert_eq(hvd_counts_prev_offset(sizes, n, b, hvd_counts_offset(sizes, b), total),
+                 hvd_counts_offset(sizes, pb), "block %d", b);
+  }
+}

@@ -125,8 +125,7 @@ static void dims_str(char *out, size_t outlen, int n, const uint32_t *d32, const
                           d32 ? d32[i] : (uint32_t)dint[i]);
 }
 
-int ckpt_load(mlp_t *m, const char *path, int64_t *epoch, int64_t *step, char *err,
-              size_t errlen) {
+int ckpt_load(mlp_t *m, const char *path, int64_t *epoch, int64_t *step, char *err, size_t errlen) {
   FILE *f = fopen(path, "rb");
   unsigned char *buf = NULL;
   if (!f) {
@@ -159,8 +158,8 @@ int ckpt_load(mlp_t *m, const char *path, int64_t *epoch, int64_t *step, char *e
     goto fail_close;
   }
   if (version != CKPT_VERSION) {
-    fail(err, errlen, "%s: checkpoint version %u, this hvd-train reads version %u", path,
-         version, CKPT_VERSION);
+    fail(err, errlen, "%s: checkpoint version %u, this hvd-train reads version %u", path, version,
+         CKPT_VERSION);
     goto fail_close;
   }
   if (get(&r, &nl, 4) != 0 || nl < 1 || nl > TRAIN_MAX_LAYERS) {
@@ -180,8 +179,8 @@ int ckpt_load(mlp_t *m, const char *path, int64_t *epoch, int64_t *step, char *e
     char have[128], need[128];
     dims_str(have, sizeof have, (int)nl + 1, dims, NULL);
     dims_str(need, sizeof need, m->nlayers + 1, NULL, m->dims);
-    fail(err, errlen, "%s: checkpoint is for a %s network, this run builds %s (see --hidden)",
-         path, have, need);
+    fail(err, errlen, "%s: checkpoint is for a %s network, this run builds %s (see --hidden)", path,
+         have, need);
     goto fail_close;
   }
   uint64_t np;

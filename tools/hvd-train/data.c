@@ -47,17 +47,24 @@ static long long gz_read_all(gzFile gz, void *buf, size_t want, const char *path
     if (n < 0) {
       int zerr;
       const char *msg = gzerror(gz, &zerr);
-      if (zerr == Z_ERRNO) fail(err, errlen, "%s: read error: %s", path, strerror(errno));
-      else if (zerr == Z_BUF_ERROR) /* zlib's "unexpected end of file" */
-        fail(err, errlen, "%s: truncated: the gzip stream ends early (after %zu bytes of data)",
-             path, got);
-      else fail(err, errlen, "%s: corrupt gzip data (%s)", path, msg);
+      if (zerr == Z_ERRNO)
+        fail(err, errlen, "%s: read error: %s", path, strerror(errno));
+      else
+        fail(err, errlen, "%s: corrupt gzip data (%s)", path, msg);
       return -1;
     }
     if (n == 0) break;
     got += (size_t)n;
   }
   return (long long)got;
+}
+
+/* Did zlib reach the end of the file in the middle of a gzip stream? (gzread then
+ * returns 0 and reports Z_BUF_ERROR, "unexpected end of file".) */
+static int gz_cut_short(gzFile gz) {
+  int zerr;
+  gzerror(gz, &zerr);
+  return zerr == Z_BUF_ERROR;
 }
 
 static uint32_t be32(const uint8_t *p) {
@@ -153,8 +160,9 @@ static int read_idx(const char *path, int images, uint8_t **data, size_t *count,
     cap = ncap;
   }
   if (have < want) {
-    fail(err, errlen, "%s: truncated: header says %u %s (%zu bytes) but only %zu bytes follow",
-         path, n, images ? "images" : "labels", want, have);
+    fail(err, errlen, "%s: truncated: header says %u %s (%zu bytes) but only %zu bytes follow%s",
+         path, n, images ? "images" : "labels", want, have,
+         gz_cut_short(gz) ? " (and the gzip stream itself ends early)" : "");
     goto fail_close;
   }
   uint8_t extra;
@@ -219,8 +227,8 @@ int data_load_idx(dataset_t *d, const char *dir, char *err, size_t errlen) {
     fail(err, errlen, "%s: data directory: not a directory", dir);
     return -1;
   }
-  if (load_split(&d->train, dir, "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-                 err, errlen) != 0)
+  if (load_split(&d->train, dir, "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", err,
+                 errlen) != 0)
     return -1;
   if (load_split(&d->test, dir, "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", err,
                  errlen) != 0) {

@@ -54,6 +54,7 @@ typedef struct opts {
   uint64_t seed;
   long long steps; /* 0: no limit */
   int print_loss;
+  int overlap; /* submit each layer's gradients as soon as they exist */
   const char *timeline, *checkpoint, *resume;
   int blas_threads;
 } opts_t;
@@ -71,6 +72,7 @@ static double now_s(void) {
 }
 
 static void usage(FILE *f) {
+  /* clang-format off */
   fprintf(f,
 "usage: hvdrun -np N hvd-train [options]      (or hvd-train [options] for one rank)\n"
 "\n"
@@ -105,11 +107,14 @@ static void usage(FILE *f) {
 "  --resume FILE        rank 0 loads FILE, broadcasts it, training continues after the\n"
 "                       saved epoch\n"
 "  --blas-threads T     OpenBLAS threads per rank [1]\n"
+"  --no-overlap         submit the gradients only after the whole backward pass (to\n"
+"                       measure what overlapping them with it gains)\n"
 "  --help\n"
 "\n"
 "Rank 0 prints one line per epoch (loss, train acc, test acc, global samples/s, share of\n"
 "step time spent waiting for gradient allreduces), then 'final test accuracy: 0.XXXX'.\n"
 "At the end all ranks compare a checksum of their parameters; exit 1 if they differ.\n");
+  /* clang-format on */
 }
 
 static int parse_long(const char *opt, const char *s, long lo, long hi, long *out) {
@@ -160,88 +165,131 @@ static int parse_hidden(const char *s, opts_t *o) {
 
 /* Returns 0 to run, 1 to exit 0 (--help), -1 to exit 2 (bad usage). */
 static int parse_args(int argc, char **argv, opts_t *o) {
+  /* clang-format off */
   enum { O_DATA = 256, O_SYNTH, O_HIDDEN, O_EPOCHS, O_BATCH, O_LR, O_NOSCALE, O_WARMUP,
          O_SCHED, O_MOM, O_WD, O_SEED, O_STEPS, O_PRINTLOSS, O_TIMELINE, O_CKPT, O_RESUME,
-         O_BLAS, O_HELP };
+         O_BLAS, O_NOOVERLAP, O_HELP };
   static const struct option longopts[] = {
-      {"data", required_argument, 0, O_DATA},       {"synthetic", required_argument, 0, O_SYNTH},
-      {"hidden", required_argument, 0, O_HIDDEN},   {"epochs", required_argument, 0, O_EPOCHS},
-      {"batch", required_argument, 0, O_BATCH},     {"lr", required_argument, 0, O_LR},
-      {"no-lr-scale", no_argument, 0, O_NOSCALE},   {"warmup-epochs", required_argument, 0, O_WARMUP},
-      {"schedule", required_argument, 0, O_SCHED},  {"momentum", required_argument, 0, O_MOM},
-      {"wd", required_argument, 0, O_WD},           {"seed", required_argument, 0, O_SEED},
-      {"steps", required_argument, 0, O_STEPS},     {"print-loss", no_argument, 0, O_PRINTLOSS},
-      {"timeline", required_argument, 0, O_TIMELINE}, {"checkpoint", required_argument, 0, O_CKPT},
-      {"resume", required_argument, 0, O_RESUME},   {"blas-threads", required_argument, 0, O_BLAS},
-      {"help", no_argument, 0, O_HELP},             {0, 0, 0, 0}};
-  *o = (opts_t){.data_dir = NULL, .nhidden = 2, .hidden = {256, 128}, .epochs = 15,
-                .batch = 128, .lr = 0.05, .momentum = 0.9, .wd = 5e-4, .warmup_epochs = 1.0,
-                .lr_scale = 1, .schedule = SCHED_COSINE, .seed = 42, .blas_threads = 1};
+      {"data", required_argument, 0, O_DATA},
+      {"synthetic", required_argument, 0, O_SYNTH},
+      {"hidden", required_argument, 0, O_HIDDEN},
+      {"epochs", required_argument, 0, O_EPOCHS},
+      {"batch", required_argument, 0, O_BATCH},
+      {"lr", required_argument, 0, O_LR},
+      {"no-lr-scale", no_argument, 0, O_NOSCALE},
+      {"warmup-epochs", required_argument, 0, O_WARMUP},
+      {"schedule", required_argument, 0, O_SCHED},
+      {"momentum", required_argument, 0, O_MOM},
+      {"wd", required_argument, 0, O_WD},
+      {"seed", required_argument, 0, O_SEED},
+      {"steps", required_argument, 0, O_STEPS},
+      {"print-loss", no_argument, 0, O_PRINTLOSS},
+      {"timeline", required_argument, 0, O_TIMELINE},
+      {"checkpoint", required_argument, 0, O_CKPT},
+      {"resume", required_argument, 0, O_RESUME},
+      {"blas-threads", required_argument, 0, O_BLAS},
+      {"no-overlap", no_argument, 0, O_NOOVERLAP},
+      {"help", no_argument, 0, O_HELP},
+      {0, 0, 0, 0}};
+  /* clang-format on */
+  *o = (opts_t){.data_dir = NULL,
+                .nhidden = 2,
+                .hidden = {256, 128},
+                .epochs = 15,
+                .batch = 128,
+                .lr = 0.05,
+                .momentum = 0.9,
+                .wd = 5e-4,
+                .warmup_epochs = 1.0,
+                .lr_scale = 1,
+                .schedule = SCHED_COSINE,
+                .seed = 42,
+                .blas_threads = 1,
+                .overlap = 1};
   long v;
   int c;
   opterr = 0;
   while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
     switch (c) {
-    case O_DATA: o->data_dir = optarg; break;
-    case O_SYNTH:
-      if (parse_long("--synthetic", optarg, 1, 100000000, &v) != 0) return -1;
-      o->synthetic = (size_t)v;
-      break;
-    case O_HIDDEN:
-      if (parse_hidden(optarg, o) != 0) return -1;
-      break;
-    case O_EPOCHS:
-      if (parse_long("--epochs", optarg, 1, 100000, &v) != 0) return -1;
-      o->epochs = (int)v;
-      break;
-    case O_BATCH:
-      if (parse_long("--batch", optarg, 1, 1 << 20, &v) != 0) return -1;
-      o->batch = v;
-      break;
-    case O_LR:
-      if (parse_double("--lr", optarg, 0, 100, &o->lr) != 0) return -1;
-      break;
-    case O_NOSCALE: o->lr_scale = 0; break;
-    case O_WARMUP:
-      if (parse_double("--warmup-epochs", optarg, 0, 100000, &o->warmup_epochs) != 0) return -1;
-      break;
-    case O_SCHED:
-      if (strcmp(optarg, "cosine") == 0) o->schedule = SCHED_COSINE;
-      else if (strcmp(optarg, "constant") == 0) o->schedule = SCHED_CONSTANT;
-      else {
-        fprintf(stderr, "hvd-train: --schedule '%s': expected cosine or constant\n", optarg);
+      case O_DATA:
+        o->data_dir = optarg;
+        break;
+      case O_SYNTH:
+        if (parse_long("--synthetic", optarg, 1, 100000000, &v) != 0) return -1;
+        o->synthetic = (size_t)v;
+        break;
+      case O_HIDDEN:
+        if (parse_hidden(optarg, o) != 0) return -1;
+        break;
+      case O_EPOCHS:
+        if (parse_long("--epochs", optarg, 1, 100000, &v) != 0) return -1;
+        o->epochs = (int)v;
+        break;
+      case O_BATCH:
+        if (parse_long("--batch", optarg, 1, 1 << 20, &v) != 0) return -1;
+        o->batch = v;
+        break;
+      case O_LR:
+        if (parse_double("--lr", optarg, 0, 100, &o->lr) != 0) return -1;
+        break;
+      case O_NOSCALE:
+        o->lr_scale = 0;
+        break;
+      case O_WARMUP:
+        if (parse_double("--warmup-epochs", optarg, 0, 100000, &o->warmup_epochs) != 0) return -1;
+        break;
+      case O_SCHED:
+        if (strcmp(optarg, "cosine") == 0)
+          o->schedule = SCHED_COSINE;
+        else if (strcmp(optarg, "constant") == 0)
+          o->schedule = SCHED_CONSTANT;
+        else {
+          fprintf(stderr, "hvd-train: --schedule '%s': expected cosine or constant\n", optarg);
+          return -1;
+        }
+        break;
+      case O_MOM:
+        if (parse_double("--momentum", optarg, 0, 0.9999, &o->momentum) != 0) return -1;
+        break;
+      case O_WD:
+        if (parse_double("--wd", optarg, 0, 1, &o->wd) != 0) return -1;
+        break;
+      case O_SEED:
+        if (parse_long("--seed", optarg, 0, 0x7fffffffL, &v) != 0) return -1;
+        o->seed = (uint64_t)v;
+        break;
+      case O_STEPS:
+        if (parse_long("--steps", optarg, 1, 0x7fffffffL, &v) != 0) return -1;
+        o->steps = v;
+        break;
+      case O_PRINTLOSS:
+        o->print_loss = 1;
+        break;
+      case O_TIMELINE:
+        o->timeline = optarg;
+        break;
+      case O_CKPT:
+        o->checkpoint = optarg;
+        break;
+      case O_RESUME:
+        o->resume = optarg;
+        break;
+      case O_BLAS:
+        if (parse_long("--blas-threads", optarg, 1, 256, &v) != 0) return -1;
+        o->blas_threads = (int)v;
+        break;
+      case O_NOOVERLAP:
+        o->overlap = 0;
+        break;
+      case O_HELP:
+      case 'h':
+        usage(stdout);
+        return 1;
+      default:
+        if (optopt || c == '?')
+          fprintf(stderr, "hvd-train: unknown or incomplete option '%s' (see --help)\n",
+                  argv[optind - 1]);
         return -1;
-      }
-      break;
-    case O_MOM:
-      if (parse_double("--momentum", optarg, 0, 0.9999, &o->momentum) != 0) return -1;
-      break;
-    case O_WD:
-      if (parse_double("--wd", optarg, 0, 1, &o->wd) != 0) return -1;
-      break;
-    case O_SEED:
-      if (parse_long("--seed", optarg, 0, 0x7fffffffL, &v) != 0) return -1;
-      o->seed = (uint64_t)v;
-      break;
-    case O_STEPS:
-      if (parse_long("--steps", optarg, 1, 0x7fffffffL, &v) != 0) return -1;
-      o->steps = v;
-      break;
-    case O_PRINTLOSS: o->print_loss = 1; break;
-    case O_TIMELINE: o->timeline = optarg; break;
-    case O_CKPT: o->checkpoint = optarg; break;
-    case O_RESUME: o->resume = optarg; break;
-    case O_BLAS:
-      if (parse_long("--blas-threads", optarg, 1, 256, &v) != 0) return -1;
-      o->blas_threads = (int)v;
-      break;
-    case O_HELP:
-    case 'h': usage(stdout); return 1;
-    default:
-      if (optopt || c == '?')
-        fprintf(stderr, "hvd-train: unknown or incomplete option '%s' (see --help)\n",
-                argv[optind - 1]);
-      return -1;
     }
   }
   if (optind < argc) {
@@ -329,10 +377,20 @@ static void broadcast_tensors(job_t *j, mlp_t *m, const char *family, float *con
   for (int i = 0; i < n; i++) finish(j, reqs[i], names[i]);
 }
 
+/* Start the AVERAGE allreduces of layer l's gradients, in place. */
+static void submit_grads(job_t *j, mlp_t *m, int l, char (*gnames)[32], hvd_req_t **reqs,
+                         int *nreq) {
+  reqs[(*nreq)++] =
+      allreduce_async(j, gnames[2 * l], m->gW[l], mlp_wsize(m, l), HVD_FLOAT32, HVD_AVERAGE);
+  reqs[(*nreq)++] =
+      allreduce_async(j, gnames[2 * l + 1], m->gb[l], mlp_bsize(m, l), HVD_FLOAT32, HVD_AVERAGE);
+}
+
 /* Test loss and correct count over this rank's contiguous shard of the test set. */
-static void evaluate(mlp_t *m, const split_t *test, int rank, int size, double *loss,
-                     long *correct, long *count) {
-  size_t lo = test->n * (size_t)rank / (size_t)size, hi = test->n * (size_t)(rank + 1) / (size_t)size;
+static void evaluate(mlp_t *m, const split_t *test, int rank, int size, double *loss, long *correct,
+                     long *count) {
+  size_t lo = test->n * (size_t)rank / (size_t)size,
+         hi = test->n * (size_t)(rank + 1) / (size_t)size;
   uint32_t idx[EVAL_ROWS];
   int y[EVAL_ROWS];
   size_t rows = m->cap < EVAL_ROWS ? m->cap : EVAL_ROWS;
@@ -389,7 +447,8 @@ int main(int argc, char **argv) {
 
   if (o.batch % size != 0) {
     if (rank == 0)
-      fprintf(stderr, "hvd-train: --batch %ld is not a multiple of the %d ranks (the batch is global)\n",
+      fprintf(stderr,
+              "hvd-train: --batch %ld is not a multiple of the %d ranks (the batch is global)\n",
               o.batch, size);
     leave(j);
   }
@@ -450,15 +509,17 @@ int main(int argc, char **argv) {
   model_str(mstr, sizeof mstr, m);
   if (rank == 0) {
     printf("hvd-train: %d rank%s, model %s (%zu parameters), %s: %zu train / %zu test samples\n",
-           size, size > 1 ? "s" : "", mstr, m->nparams,
-           o.synthetic ? "synthetic data" : o.data_dir, data.train.n, data.test.n);
-    printf("hvd-train: batch %ld global (%zu per rank), %lld steps per epoch (%zu samples dropped), "
-           "lr %g x %d = %g (warm-up %g epochs, %s), momentum %g, wd %g, seed %" PRIu64 "\n",
-           o.batch, nloc, spe, data.train.n - (size_t)spe * (size_t)o.batch, o.lr,
-           o.lr_scale ? size : 1, o.lr * (o.lr_scale ? size : 1), o.warmup_epochs,
-           o.schedule == SCHED_COSINE ? "cosine decay" : "constant", o.momentum, o.wd, o.seed);
+           size, size > 1 ? "s" : "", mstr, m->nparams, o.synthetic ? "synthetic data" : o.data_dir,
+           data.train.n, data.test.n);
+    printf(
+        "hvd-train: batch %ld global (%zu per rank), %lld steps per epoch (%zu samples dropped), "
+        "lr %g x %d = %g (warm-up %g epochs, %s), momentum %g, wd %g, seed %" PRIu64 "\n",
+        o.batch, nloc, spe, data.train.n - (size_t)spe * (size_t)o.batch, o.lr,
+        o.lr_scale ? size : 1, o.lr * (o.lr_scale ? size : 1), o.warmup_epochs,
+        o.schedule == SCHED_COSINE ? "cosine decay" : "constant", o.momentum, o.wd, o.seed);
     if (o.resume)
-      printf("hvd-train: resumed from %s after epoch %d (step %lld)\n", o.resume, start_epoch, step);
+      printf("hvd-train: resumed from %s after epoch %d (step %lld)\n", o.resume, start_epoch,
+             step);
   }
 
   uint32_t *perm = malloc(data.train.n * sizeof *perm);
@@ -496,11 +557,10 @@ int main(int argc, char **argv) {
       int nreq = 0;
       for (int l = L - 1; l >= 0; l--) {
         mlp_backward_layer(m, l, nloc);
-        reqs[nreq++] = allreduce_async(j, gnames[2 * l], m->gW[l], mlp_wsize(m, l), HVD_FLOAT32,
-                                       HVD_AVERAGE);
-        reqs[nreq++] = allreduce_async(j, gnames[2 * l + 1], m->gb[l], mlp_bsize(m, l),
-                                       HVD_FLOAT32, HVD_AVERAGE);
+        if (o.overlap) submit_grads(j, m, l, gnames, reqs, &nreq);
       }
+      if (!o.overlap)
+        for (int l = L - 1; l >= 0; l--) submit_grads(j, m, l, gnames, reqs, &nreq);
       double step_loss = loss / (double)nloc;
       if (o.print_loss)
         reqs[nreq++] = allreduce_async(j, "step.loss", &step_loss, 1, HVD_FLOAT64, HVD_AVERAGE);
@@ -523,17 +583,18 @@ int main(int argc, char **argv) {
     double test_loss;
     long test_correct, test_n;
     evaluate(m, &data.test, rank, size, &test_loss, &test_correct, &test_n);
-    double st[8] = {loss_sum, (double)correct, (double)seen, test_loss, (double)test_correct,
-                    (double)test_n, wait_s, step_s};
+    double st[8] = {loss_sum,       (double)correct, (double)seen, test_loss, (double)test_correct,
+                    (double)test_n, wait_s,          step_s};
     check(j, hvd_allreduce(j->ctx, "epoch.stats", st, st, 8, HVD_FLOAT64, HVD_SUM),
           "allreduce epoch.stats");
     test_acc = st[4] / st[5];
     if (rank == 0)
-      printf("epoch %2d/%d  loss %.4f  train acc %.4f  test loss %.4f  test acc %.4f  "
-             "lr %.4g  samples/s %.0f  allreduce wait %.1f%%  time %.2f s%s\n",
-             epoch + 1, o.epochs, st[0] / st[2], st[1] / st[2], st[3] / st[5], test_acc,
-             lr_at(&o, size, step - 1, spe), st[2] / train_s, 100.0 * st[6] / st[7], train_s,
-             s < spe ? "  (stopped by --steps)" : "");
+      printf(
+          "epoch %2d/%d  loss %.4f  train acc %.4f  test loss %.4f  test acc %.4f  "
+          "lr %.4g  samples/s %.0f  allreduce wait %.1f%%  time %.2f s%s\n",
+          epoch + 1, o.epochs, st[0] / st[2], st[1] / st[2], st[3] / st[5], test_acc,
+          lr_at(&o, size, step - 1, spe), st[2] / train_s, 100.0 * st[6] / st[7], train_s,
+          s < spe ? "  (stopped by --steps)" : "");
 
     if (o.checkpoint && s == spe) {
       int32_t ok = 1;
@@ -559,11 +620,15 @@ int main(int argc, char **argv) {
 
   /* Every rank must hold the same bytes: compare checksums by MIN and MAX. */
   int64_t sum = mlp_checksum(m), lo = sum, hi = sum;
-  check(j, hvd_allreduce(j->ctx, "check.min", &lo, &lo, 1, HVD_INT64, HVD_MIN), "allreduce check.min");
-  check(j, hvd_allreduce(j->ctx, "check.max", &hi, &hi, 1, HVD_INT64, HVD_MAX), "allreduce check.max");
+  check(j, hvd_allreduce(j->ctx, "check.min", &lo, &lo, 1, HVD_INT64, HVD_MIN),
+        "allreduce check.min");
+  check(j, hvd_allreduce(j->ctx, "check.max", &hi, &hi, 1, HVD_INT64, HVD_MAX),
+        "allreduce check.max");
   if (lo != hi) {
-    fprintf(stderr, "hvd-train: rank %d: parameters differ across ranks after training "
-            "(parameter checksum: min %016" PRIx64 ", max %016" PRIx64 ", this rank %016" PRIx64 ")\n",
+    fprintf(stderr,
+            "hvd-train: rank %d: parameters differ across ranks after training "
+            "(parameter checksum: min %016" PRIx64 ", max %016" PRIx64 ", this rank %016" PRIx64
+            ")\n",
             rank, (uint64_t)lo, (uint64_t)hi, (uint64_t)sum);
     leave(j);
   }
@@ -571,9 +636,10 @@ int main(int argc, char **argv) {
     hvd_stats_t hs;
     printf("parameters identical on all %d ranks (checksum %016" PRIx64 ")\n", size, (uint64_t)sum);
     if (hvd_get_stats(j->ctx, &hs) == HVD_OK)
-      printf("hvd: %" PRIu64 " tensors, %" PRIu64 " collectives, %" PRIu64 " fused tensors, %" PRIu64
-             " cache hits; %lld steps in %.1f s\n",
-             hs.tensors_completed, hs.collectives, hs.fused_tensors, hs.cache_hits, run_steps, run_s);
+      printf("hvd: %" PRIu64 " tensors, %" PRIu64 " collectives, %" PRIu64
+             " fused tensors, %" PRIu64 " cache hits; %lld steps in %.1f s\n",
+             hs.tensors_completed, hs.collectives, hs.fused_tensors, hs.cache_hits, run_steps,
+             run_s);
     printf("final test accuracy: %.4f\n", test_acc);
   }
 

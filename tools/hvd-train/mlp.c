@@ -89,15 +89,14 @@ void mlp_init(mlp_t *m, uint64_t seed) {
   memset(m->mom, 0, m->nparams * sizeof(float));
 }
 
-double mlp_forward(mlp_t *m, size_t n, const int *y, int grad, float grad_scale,
-                   long *correct) {
+double mlp_forward(mlp_t *m, size_t n, const int *y, int grad, float grad_scale, long *correct) {
   const int L = m->nlayers;
   for (int l = 0; l < L; l++) {
     const int din = m->dims[l], dout = m->dims[l + 1];
     float *out = m->act[l + 1];
     for (size_t i = 0; i < n; i++) memcpy(out + i * (size_t)dout, m->b[l], (size_t)dout * 4);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, dout, din, 1.0f, m->act[l],
-                din, m->W[l], din, 1.0f, out, dout);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, dout, din, 1.0f, m->act[l], din,
+                m->W[l], din, 1.0f, out, dout);
     if (l < L - 1)
       for (size_t i = 0; i < n * (size_t)dout; i++) out[i] = out[i] > 0.0f ? out[i] : 0.0f;
   }
@@ -132,23 +131,24 @@ double mlp_forward(mlp_t *m, size_t n, const int *y, int grad, float grad_scale,
 void mlp_backward_layer(mlp_t *m, int l, size_t n) {
   const int din = m->dims[l], dout = m->dims[l + 1];
   const float *d = m->delta[m->cur];
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, dout, din, (int)n, 1.0f, d, dout,
-              m->act[l], din, 0.0f, m->gW[l], din);
+  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, dout, din, (int)n, 1.0f, d, dout, m->act[l],
+              din, 0.0f, m->gW[l], din);
   float *gb = m->gb[l];
   memset(gb, 0, (size_t)dout * sizeof(float));
   for (size_t i = 0; i < n; i++)
     for (int j = 0; j < dout; j++) gb[j] += d[i * (size_t)dout + (size_t)j];
   if (l == 0) return;
   float *dn = m->delta[1 - m->cur];
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, din, dout, 1.0f, d, dout,
-              m->W[l], din, 0.0f, dn, din);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, din, dout, 1.0f, d, dout, m->W[l],
+              din, 0.0f, dn, din);
   const float *a = m->act[l];
   for (size_t i = 0; i < n * (size_t)din; i++)
     if (a[i] <= 0.0f) dn[i] = 0.0f;
   m->cur = 1 - m->cur;
 }
 
-static void sgd(float *w, const float *g, float *v, size_t n, float lr, float mu, float wd) {
+static void sgd(float *restrict w, const float *restrict g, float *restrict v, size_t n, float lr,
+                float mu, float wd) {
   for (size_t i = 0; i < n; i++) {
     float gi = g[i] + wd * w[i];
     v[i] = mu * v[i] + gi;

@@ -87,8 +87,7 @@ void mlp_init(mlp_t *m, uint64_t seed);
 /* Forward n rows of act[0] (n <= cap); labels y. Returns the summed cross-entropy over the
  * rows and adds the number of correct argmax predictions to *correct. With grad != 0 the
  * output layer's delta, (softmax - onehot) * grad_scale, is left ready for backprop. */
-double mlp_forward(mlp_t *m, size_t n, const int *y, int grad, float grad_scale,
-                   long *correct);
+double mlp_forward(mlp_t *m, size_t n, const int *y, int grad, float grad_scale, long *correct);
 /* Backprop through layer l (from nlayers-1 down to 0, in that order, after a forward with
  * grad != 0): fills gW[l] and gb[l], then, if l > 0, the delta of layer l-1. Reads W[l]
  * but not gW/gb of other layers, so gradients already handed to an allreduce are safe. */
@@ -108,7 +107,6 @@ int64_t mlp_checksum(const mlp_t *m);
  * Both return -1 with a one-line message in err on failure. */
 int ckpt_save(const mlp_t *m, const char *path, int64_t epoch, int64_t step, char *err,
               size_t errlen);
-int ckpt_load(mlp_t *m, const char *path, int64_t *epoch, int64_t *step, char *err,
-              size_t errlen);
+int ckpt_load(mlp_t *m, const char *path, int64_t *epoch, int64_t *step, char *err, size_t errlen);
 
 #endif

@@ -2,11 +2,14 @@
  * The job: one libuv loop runs the rendezvous server, the ranks' processes and
  * output pipes, hvdrun's signal handlers and the timers of the stop sequence.
  *
- * Start-up: random job token, rendezvous server on 127.0.0.1 (ephemeral port),
- * then each rank is spawned with whatever the launcher prepared, its stdout and
- * stderr on real pipes (pipe2, not the socketpairs libuv would make, so that
- * /dev/stdout and friends keep working in the ranks) whose read ends feed a line
- * splitter each; every complete line goes out with one write(2).
+ * Start-up: random job token, rendezvous server on opts->rdv_addr (ephemeral
+ * port), then each rank is spawned with whatever its launcher (local or ssh)
+ * prepared, its stdout and stderr on real pipes (pipe2, not the socketpairs libuv
+ * would make, so that /dev/stdout and friends keep working in the ranks) whose read
+ * ends feed a line splitter each; every complete line goes out with one write(2)
+ * (and, with --output-filename, the raw bytes also go to the rank's files). A
+ * launcher that asks for it gets a stdin pipe that starts with its bytes and stays
+ * open (ssh ranks: the remote wrapper's job description and control channel).
  *
  * Supervision is a small state machine, entered on the first failure (a rank that
  * exits non-zero or by a signal, a rank that fails to start, ranks that do not
@@ -30,6 +33,7 @@
  */
 #include <ctype.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -38,13 +42,15 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <hwloc.h>
 
 #include "common/util.h"
 #include "tools/hvdrun/hvdrun.h"
 
-#define RDV_BIND_ADDR "127.0.0.1"
 #define START_TIMEOUT_LIST_MAX 400 /* characters of rank list in the timeout message */
 /* All ranks exited 0: how long what they left behind may stay before it is stopped. */
 #define HVDRUN_LINGER_MS 1000
@@ -60,8 +66,6 @@ typedef enum {
 struct hvdrun_job {
   uv_loop_t loop;
   const hvdrun_opts_t *opts;
-  const hvdrun_launcher_t *launcher;
-  char hostname[HOST_NAME_MAX + 1];
   char token[HVD_RDV_TOKEN_LEN + 1];
   const char *rdv_addr;
   int rdv_port;
@@ -108,12 +112,15 @@ int hvdrun_job_rank_vars(const hvdrun_job_t *job, const hvdrun_rank_t *r,
   VAR("HVD_RANK", "%d", r->rank);
   VAR("HVD_SIZE", "%d", job->size);
   VAR("HVD_LOCAL_RANK", "%d", r->local_rank);
-  VAR("HVD_LOCAL_SIZE", "%d", job->size); /* one host for now */
-  VAR("HVD_CROSS_RANK", "%d", 0);
-  VAR("HVD_CROSS_SIZE", "%d", 1);
+  VAR("HVD_LOCAL_SIZE", "%d", r->local_size);
+  VAR("HVD_CROSS_RANK", "%d", r->cross_rank);
+  VAR("HVD_CROSS_SIZE", "%d", r->cross_size);
   VAR("HVD_HOSTNAME", "%s", r->host);
   VAR("HVD_RENDEZVOUS_ADDR", "%s", job->rdv_addr);
-  VAR("HVD_RENDEZVOUS_PORT", "%d", job->rdv_port);
+  if (job->rdv_port > 0)
+    VAR("HVD_RENDEZVOUS_PORT", "%d", job->rdv_port);
+  else
+    VAR("HVD_RENDEZVOUS_PORT", "%s", "(chosen at start)"); /* --dry-run */
   VAR("HVD_JOB_TOKEN", "%s", job->token);
 #undef VAR
   return n;
@@ -159,33 +166,16 @@ static void format_rank_list(char *buf, size_t size, const int *list, int n) {
   }
 }
 
-/* Shell-quoted command line for --verbose. */
+/* Shell-quoted command line for --verbose and --dry-run. */
 static void format_command(char *buf, size_t size, char *const *argv) {
   size_t off = 0;
   buf[0] = '\0';
   for (int i = 0; argv[i] != NULL && off + 1 < size; i++) {
-    const char *a = argv[i];
-    int plain =
-        *a != '\0' && strspn(a, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                                "0123456789_-+=/.,:@%") == strlen(a);
     if (i > 0) buf[off++] = ' ';
-    if (plain) {
-      off += (size_t)snprintf(buf + off, size - off, "%s", a);
-    } else {
-      buf[off++] = '\'';
-      for (; *a != '\0' && off + 5 < size; a++) {
-        if (*a == '\'') {
-          memcpy(buf + off, "'\\''", 4);
-          off += 4;
-        } else {
-          buf[off++] = *a;
-        }
-      }
-      if (off + 1 < size) buf[off++] = '\'';
-    }
-    if (off >= size) off = size - 1;
-    buf[off] = '\0';
+    hvdrun_shell_quote(buf, size, &off, argv[i]);
   }
+  if (off >= size) off = size - 1;
+  buf[off] = '\0';
 }
 
 /* ---- output ---------------------------------------------------------------------- */
@@ -230,6 +220,13 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   hvdrun_rank_t *r = stream->data;
   int i = stream == (uv_stream_t *)&r->pipes[0] ? 0 : 1;
   if (nread > 0) {
+    if (r->out_fd[i] >= 0 &&
+        hvdrun_write_all(r->out_fd[i], buf->base, (size_t)nread) != 0) {
+      hvdrun_say("warning: cannot write rank %d's %s file: %s; not writing it any more",
+                 r->rank, i ? "stderr" : "stdout", strerror(errno));
+      close(r->out_fd[i]);
+      r->out_fd[i] = -1;
+    }
     hvdrun_linebuf_feed(&r->lines[i], buf->base, (size_t)nread);
     return;
   }
@@ -283,7 +280,8 @@ static int scan_orphans(hvdrun_job_t *job, int sig) {
 static int anything_left(hvdrun_job_t *job) {
   int left = 0;
   if (job->ranks == NULL) return 0;
-  job->launcher->poll_alive(job->ranks, job->size);
+  hvdrun_local_launcher.poll_alive(job->ranks, job->size);
+  hvdrun_ssh_launcher.poll_alive(job->ranks, job->size);
   for (int i = 0; i < job->size; i++)
     if (job->ranks[i].alive) left = 1;
   return left || scan_orphans(job, 0) > 0;
@@ -294,7 +292,7 @@ static void signal_all(hvdrun_job_t *job, int sig) {
   int n = 0;
   for (int i = 0; i < job->size; i++) {
     hvdrun_rank_t *r = &job->ranks[i];
-    if (r->pid > 0 && job->launcher->signal(r, sig) == 0) n++;
+    if (r->pid > 0 && r->launcher->signal(r, sig) == 0) n++;
   }
   (void)scan_orphans(job, sig);
   if (job->opts->verbose && n > 0)
@@ -428,6 +426,10 @@ static void on_rank_exit(uv_process_t *proc, int64_t exit_status, int term_signa
   r->term_signal = term_signal;
   job->nrunning--;
   uv_close((uv_handle_t *)proc, NULL);
+  if (r->stdin_fd >= 0) {
+    close(r->stdin_fd);
+    r->stdin_fd = -1;
+  }
 
   if (term_signal != 0) hvdrun_signame(term_signal, name, sizeof name);
   if (job->opts->verbose) {
@@ -437,7 +439,24 @@ static void on_rank_exit(uv_process_t *proc, int64_t exit_status, int term_signa
       hvdrun_say("rank %d exited with status %lld", r->rank, (long long)exit_status);
   }
   if (job->phase == PHASE_RUNNING && (exit_status != 0 || term_signal != 0)) {
-    if (term_signal != 0)
+    int remote = r->launcher == &hvdrun_ssh_launcher;
+    char rname[32];
+    if (remote && term_signal != 0)
+      set_cause(job, 128 + term_signal,
+                "rank %d (host %s): its ssh process was killed by signal %s (%d)",
+                r->rank, r->host, name, term_signal);
+    else if (remote && exit_status == 255)
+      set_cause(job, 255,
+                "rank %d (host %s): ssh failed or lost the connection (status 255)",
+                r->rank, r->host);
+    else if (remote && exit_status > 128 && exit_status <= 128 + 64)
+      /* The remote wrapper reports a rank killed by signal N as 128+N. */
+      set_cause(
+          job, (int)exit_status,
+          "rank %d (host %s) was killed by signal %s (%d) (remote exit status %lld)",
+          r->rank, r->host, hvdrun_signame((int)exit_status - 128, rname, sizeof rname),
+          (int)exit_status - 128, (long long)exit_status);
+    else if (term_signal != 0)
       set_cause(job, 128 + term_signal, "rank %d (host %s) was killed by signal %s (%d)",
                 r->rank, r->host, name, term_signal);
     else
@@ -452,6 +471,7 @@ static void on_rank_exit(uv_process_t *proc, int64_t exit_status, int term_signa
 /* Start rank r. Returns 0, or -1 with the cause recorded. */
 static int spawn_rank(hvdrun_job_t *job, hvdrun_rank_t *r) {
   uv_file fds[2][2] = {{-1, -1}, {-1, -1}};
+  uv_file in[2] = {-1, -1};
   hvdrun_cmd_t cmd = {0};
   hvd_err_t err = {{0}};
   uv_stdio_container_t stdio[3];
@@ -465,13 +485,25 @@ static int spawn_rank(hvdrun_job_t *job, hvdrun_rank_t *r) {
       goto close_fds;
     }
   }
-  if (job->launcher->prepare(job, r, &cmd, &err) != 0) {
+  if (r->launcher->prepare(job, r, &cmd, &err) != 0) {
     set_cause(job, 1, "%s", err.msg);
-    goto close_fds;
+    goto release;
   }
 
   memset(&po, 0, sizeof po);
   stdio[0].flags = UV_IGNORE; /* /dev/null */
+  if (cmd.stdin_data != NULL) {
+    rc = uv_pipe(in, 0, 0);
+    if (rc < 0) {
+      set_cause(job, 1, "cannot create a pipe for rank %d: %s", r->rank, uv_strerror(rc));
+      goto release;
+    }
+    /* The whole description must fit: ssh may not read it before it has connected. */
+    if (cmd.stdin_len > 60000)
+      (void)fcntl(in[1], F_SETPIPE_SZ, (int)cmd.stdin_len + 4096);
+    stdio[0].flags = UV_INHERIT_FD;
+    stdio[0].data.fd = in[0];
+  }
   stdio[1].flags = UV_INHERIT_FD;
   stdio[1].data.fd = fds[0][1];
   stdio[2].flags = UV_INHERIT_FD;
@@ -510,6 +542,15 @@ static int spawn_rank(hvdrun_job_t *job, hvdrun_rank_t *r) {
   r->running = 1;
   r->pid = r->proc.pid;
   job->nrunning++;
+  if (in[1] >= 0) {
+    (void)close(in[0]);
+    in[0] = -1;
+    /* EPIPE (SIGPIPE is ignored) means ssh already died: its exit status says why. */
+    (void)hvdrun_write_all(in[1], cmd.stdin_data, cmd.stdin_len);
+    (void)fcntl(in[1], F_SETFL, fcntl(in[1], F_GETFL) | O_NONBLOCK);
+    r->stdin_fd = in[1];
+    in[1] = -1;
+  }
 
   for (i = 0; i < 2; i++) {
     (void)close(fds[i][1]); /* the rank has its own copy */
@@ -530,15 +571,16 @@ static int spawn_rank(hvdrun_job_t *job, hvdrun_rank_t *r) {
     r->pipe_open[i] = 1;
     job->npipes++;
   }
-  job->launcher->release(&cmd);
+  r->launcher->release(&cmd);
   return 0;
 
 release:
-  job->launcher->release(&cmd);
+  r->launcher->release(&cmd);
 close_fds:
   for (i = 0; i < 2; i++) {
     if (fds[i][0] >= 0) close(fds[i][0]);
     if (fds[i][1] >= 0) close(fds[i][1]);
+    if (in[i] >= 0) close(in[i]);
   }
   return -1;
 }
@@ -577,6 +619,10 @@ static void finish(hvdrun_job_t *job) {
     hvdrun_rank_t *r = &job->ranks[i];
     close_pipe(r, 0);
     close_pipe(r, 1);
+    if (r->stdin_fd >= 0 && !r->running) {
+      close(r->stdin_fd);
+      r->stdin_fd = -1;
+    }
     if (r->running) { /* gave up waiting: it will be reaped by init */
       r->running = 0;
       uv_close((uv_handle_t *)&r->proc, NULL);
@@ -584,7 +630,7 @@ static void finish(hvdrun_job_t *job) {
   }
   if (anything_left(job)) { /* only when we gave up waiting; never leave them running */
     for (int i = 0; i < job->size; i++)
-      if (job->ranks[i].alive) job->launcher->signal(&job->ranks[i], SIGKILL);
+      if (job->ranks[i].alive) job->ranks[i].launcher->signal(&job->ranks[i], SIGKILL);
     (void)scan_orphans(job, SIGKILL);
   }
   if (job->server != NULL) {
@@ -654,23 +700,69 @@ static int check_fd_limit(hvdrun_job_t *job) {
   return 0;
 }
 
+/* mkdir -p path (mode 0755). Returns 0 or -errno. */
+static int make_dirs(const char *path) {
+  char p[PATH_MAX];
+  if (snprintf(p, sizeof p, "%s", path) >= (int)sizeof p) return -ENAMETOOLONG;
+  for (char *c = p + 1;; c++) {
+    if (*c != '/' && *c != '\0') continue;
+    char save = *c;
+    *c = '\0';
+    if (mkdir(p, 0755) != 0 && errno != EEXIST) return -errno;
+    *c = save;
+    if (save == '\0') break;
+  }
+  return 0;
+}
+
+/* --output-filename DIR: DIR/rank.N/{stdout,stderr}, N zero-padded to the width of
+ * the largest rank (as Horovod does). Returns 0, or -1 with the cause recorded. */
+static int open_output_files(hvdrun_job_t *job, hvdrun_rank_t *r) {
+  static const char *names[2] = {"stdout", "stderr"};
+  char dir[PATH_MAX], path[PATH_MAX + 16];
+  int width = snprintf(NULL, 0, "%d", job->size - 1);
+  int rc;
+  snprintf(dir, sizeof dir, "%s/rank.%0*d", job->opts->output_dir, width, r->rank);
+  rc = make_dirs(dir);
+  if (rc < 0) {
+    set_cause(job, 1, "--output-filename: cannot create %s: %s", dir, strerror(-rc));
+    return -1;
+  }
+  for (int i = 0; i < 2; i++) {
+    snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+    r->out_fd[i] = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (r->out_fd[i] < 0) {
+      set_cause(job, 1, "--output-filename: cannot create %s: %s", path, strerror(errno));
+      return -1;
+    }
+  }
+  return 0;
+}
+
 static int init_ranks(hvdrun_job_t *job) {
+  const hvdrun_opts_t *o = job->opts;
   job->ranks = calloc((size_t)job->size, sizeof *job->ranks);
   if (job->ranks == NULL) goto oom;
+  for (int i = 0; i < job->size; i++) {
+    hvdrun_rank_t *r = &job->ranks[i];
+    r->out_fd[0] = r->out_fd[1] = r->stdin_fd = -1;
+  }
   for (int i = 0; i < job->size; i++) {
     hvdrun_rank_t *r = &job->ranks[i];
     char prefix[2][48] = {"", ""};
     r->job = job;
     r->rank = i;
-    r->local_rank = i;
-    r->host = job->hostname;
-    if (job->opts->tag_output) {
+    hvdrun_rank_place(o, i, &r->hostp, &r->local_rank, &r->local_size, &r->cross_rank,
+                      &r->cross_size);
+    r->host = r->hostp->name;
+    r->launcher = r->hostp->is_local ? &hvdrun_local_launcher : &hvdrun_ssh_launcher;
+    if (o->tag_output) {
       snprintf(prefix[0], sizeof prefix[0], "[%d]<stdout>:", i);
       snprintf(prefix[1], sizeof prefix[1], "[%d]<stderr>:", i);
     }
     /* Untagged output is passed through byte for byte (no '\n' added); still one
      * whole line per write so that ranks do not interleave mid-line. */
-    int term = job->opts->tag_output;
+    int term = o->tag_output;
     if (hvdrun_linebuf_init(&r->lines[0], prefix[0], 0, term, emit_stdout, job) != 0)
       goto oom;
     if (hvdrun_linebuf_init(&r->lines[1], prefix[1], 0, term, emit_stderr, job) != 0) {
@@ -690,13 +782,17 @@ static void free_ranks(hvdrun_job_t *job) {
     hvdrun_linebuf_free(&job->ranks[i].lines[0]);
     hvdrun_linebuf_free(&job->ranks[i].lines[1]);
   }
+  if (job->ranks != NULL)
+    for (int i = 0; i < job->size; i++)
+      for (int k = 0; k < 2; k++)
+        if (job->ranks[i].out_fd[k] >= 0) close(job->ranks[i].out_fd[k]);
   free(job->ranks);
 }
 
 static int start_rendezvous(hvdrun_job_t *job) {
   hvd_err_t err = {{0}};
   hvd_rdv_server_opts_t so = {
-      .bind_addr = RDV_BIND_ADDR,
+      .bind_addr = job->opts->rdv_addr,
       .port = 0,
       .token = job->token,
       .size = job->size,
@@ -713,7 +809,7 @@ static int start_rendezvous(hvdrun_job_t *job) {
     set_cause(job, 1, "cannot start the rendezvous server: %s", err.msg);
     return -1;
   }
-  job->rdv_addr = RDV_BIND_ADDR;
+  job->rdv_addr = job->opts->rdv_addr;
   job->rdv_port = hvd_rdv_server_port(job->server);
   if (job->opts->verbose)
     hvdrun_say("rendezvous server listening on %s:%d for %d rank%s", job->rdv_addr,
@@ -762,7 +858,142 @@ static int start_signals(hvdrun_job_t *job) {
   return 0;
 }
 
-int hvdrun_run(const hvdrun_opts_t *opts, const hvdrun_launcher_t *launcher) {
+/* ---- before anything starts ------------------------------------------------------- */
+
+/* Can PROGRAM be executed here (for local ranks)? The PATH searched is the ranks'
+ * (-x PATH=... included). Returns 0, or -1 with the cause recorded (127/126, as a
+ * shell would). */
+static int check_program(hvdrun_job_t *job) {
+  const hvdrun_opts_t *o = job->opts;
+  const char *prog = o->argv[0];
+  const char *path = getenv("PATH");
+  char full[PATH_MAX];
+  if (strchr(prog, '/') != NULL) {
+    if (access(prog, X_OK) == 0) return 0;
+    set_cause(job, errno == ENOENT ? 127 : 126, "cannot run '%s': %s", prog,
+              errno == ENOENT ? "no such file or directory" : strerror(errno));
+    return -1;
+  }
+  for (int i = o->nx_env - 1; i >= 0; i--)
+    if (strncmp(o->x_env[i], "PATH=", 5) == 0) {
+      path = o->x_env[i] + 5;
+      break;
+    }
+  if (path == NULL) path = "/usr/local/bin:/usr/bin:/bin";
+  int denied = 0;
+  for (const char *p = path;; p += strcspn(p, ":") + 1) {
+    size_t n = strcspn(p, ":");
+    if (n == 0)
+      snprintf(full, sizeof full, "./%s", prog);
+    else
+      snprintf(full, sizeof full, "%.*s/%s", (int)n, p, prog);
+    struct stat st;
+    if (stat(full, &st) == 0 && S_ISREG(st.st_mode)) {
+      if (access(full, X_OK) == 0) return 0;
+      denied = 1;
+    }
+    if (p[n] == '\0') break;
+  }
+  if (denied)
+    set_cause(job, 126, "cannot run '%s': permission denied", prog);
+  else
+    set_cause(job, 127, "cannot run '%s': command not found in PATH", prog);
+  return -1;
+}
+
+static int any_local(const hvdrun_job_t *job) {
+  for (int i = 0; i < job->size; i++)
+    if (job->ranks[i].launcher == &hvdrun_local_launcher) return 1;
+  return 0;
+}
+
+/* --verbose: hosts, this host's topology and the placement of its ranks. */
+static void say_layout(hvdrun_job_t *job) {
+  const hvdrun_opts_t *o = job->opts;
+  hvd_err_t err = {{0}};
+  for (int i = 0; i < o->nhosts; i++) {
+    const hvdrun_host_t *h = &o->hosts[i];
+    if (h->nranks == 0)
+      hvdrun_say("host %s: %d slot%s, unused", h->name, h->slots,
+                 h->slots == 1 ? "" : "s");
+    else
+      hvdrun_say("host %s (%s): ranks %d-%d of %d slot%s", h->name,
+                 h->is_local ? "this host" : "ssh", h->first_rank,
+                 h->first_rank + h->nranks - 1, h->slots, h->slots == 1 ? "" : "s");
+  }
+  if (!any_local(job)) return;
+  struct hwloc_topology *topo = hvdrun_topo_load(&err);
+  if (topo == NULL) {
+    hvdrun_say("warning: %s", err.msg);
+    return;
+  }
+  char sum[256], desc[512];
+  hvdrun_topo_summary(topo, sum, sizeof sum);
+  hvdrun_say("topology of this host: %s (hwloc %s)", sum, HWLOC_VERSION);
+  for (int i = 0; i < job->size; i++) {
+    const hvdrun_rank_t *r = &job->ranks[i];
+    void *set = NULL;
+    if (r->launcher != &hvdrun_local_launcher) continue;
+    if (hvdrun_placement(topo, o->bind_to, o->map_by, r->local_rank, r->local_size, &set,
+                         desc, sizeof desc, &err) != 0)
+      snprintf(desc, sizeof desc, "%s", err.msg);
+    hvdrun_set_free(set);
+    hvdrun_say("rank %d (host %s, local rank %d of %d): %s", r->rank, r->host,
+               r->local_rank, r->local_size, desc);
+  }
+  hvdrun_topo_free(topo);
+}
+
+/* --dry-run: say what would run, start nothing. */
+static int dry_run(hvdrun_job_t *job) {
+  const hvdrun_opts_t *o = job->opts;
+  hvd_err_t err = {{0}};
+  size_t cap = 1 << 16;
+  char *line = malloc(cap);
+  if (line == NULL) return 1;
+  printf(
+      "hvdrun: dry run: %d rank%s on %d host%s, rendezvous server on %s (port chosen at "
+      "start); nothing is started\n",
+      job->size, job->size == 1 ? "" : "s", o->nused, o->nused == 1 ? "" : "s",
+      o->rdv_addr);
+  for (int i = 0; i < job->size; i++) {
+    hvdrun_rank_t *r = &job->ranks[i];
+    int remote = r->launcher == &hvdrun_ssh_launcher;
+    printf("rank %d: host %s (%s), local rank %d of %d, cross rank %d of %d\n", r->rank,
+           r->host, remote ? "ssh" : "this host", r->local_rank, r->local_size,
+           r->cross_rank, r->cross_size);
+    if (remote) {
+      char *rc = hvdrun_ssh_remote_command(o);
+      char **argv = rc ? hvdrun_ssh_argv(o, r->host, 0, rc) : NULL;
+      if (argv != NULL) format_command(line, cap, argv);
+      printf("  command: %s\n", argv != NULL ? line : "(out of memory)");
+      free(argv);
+      free(rc);
+      printf("  environment (sent on ssh's stdin, added to the remote login's):\n");
+    } else {
+      format_command(line, cap, o->argv);
+      printf("  command: %s\n", line);
+      if (o->bind_to != HVDRUN_BIND_NONE)
+        printf("  bound with --bind-to %s --map-by %s\n", hvdrun_bind_names[o->bind_to],
+               hvdrun_map_names[o->map_by]);
+      printf("  environment (hvdrun's own, and):\n");
+    }
+    size_t n = 0;
+    char **env = hvdrun_rank_env(job, r, 1, 0, &n, &err);
+    for (size_t k = 0; env != NULL && k < n; k++) {
+      size_t off = 0;
+      hvdrun_shell_quote(line, cap, &off, env[k]);
+      line[off < cap ? off : cap - 1] = '\0';
+      printf("    %s\n", line);
+    }
+    printf("    HVD_JOB_TOKEN is generated at start and not shown\n");
+    free(env);
+  }
+  free(line);
+  return fflush(stdout) == 0 ? 0 : 1;
+}
+
+int hvdrun_run(const hvdrun_opts_t *opts) {
   hvdrun_job_t *job = calloc(1, sizeof *job);
   int exit_code = 0;
   int rc;
@@ -772,18 +1003,34 @@ int hvdrun_run(const hvdrun_opts_t *opts, const hvdrun_launcher_t *launcher) {
     return 1;
   }
   job->opts = opts;
-  job->launcher = launcher;
   job->size = opts->np;
-  if (gethostname(job->hostname, sizeof job->hostname) != 0 || job->hostname[0] == '\0')
-    snprintf(job->hostname, sizeof job->hostname, "localhost");
-  job->hostname[sizeof job->hostname - 1] = '\0';
+  job->rdv_addr = opts->rdv_addr;
+
+  if (init_ranks(job) != 0) goto out;
+  if (opts->dry_run) {
+    exit_code = dry_run(job);
+    goto out;
+  }
+  /* Everything that can be found wrong before a rank starts. */
+  if (any_local(job) && check_program(job) != 0) goto out;
+  if (opts->output_dir != NULL)
+    for (int i = 0; i < job->size; i++)
+      if (open_output_files(job, &job->ranks[i]) != 0) goto out;
+  if (opts->any_remote) {
+    hvd_err_t err = {{0}};
+    if (hvdrun_ssh_check(opts, &err) != 0) {
+      set_cause(job, 1, "%s", err.msg);
+      goto out;
+    }
+  }
+  if (opts->verbose) say_layout(job);
 
   rc = uv_loop_init(&job->loop);
   if (rc < 0) {
     set_cause(job, 1, "cannot initialise the event loop: %s", uv_strerror(rc));
-    goto free_job;
+    goto out;
   }
-  if (check_fd_limit(job) != 0 || init_ranks(job) != 0) goto close_loop;
+  if (check_fd_limit(job) != 0) goto close_loop;
   (void)prctl(PR_SET_CHILD_SUBREAPER, 1); /* best effort: see the top of this file */
   uv_timer_init(&job->loop, &job->start_timer);
   uv_timer_init(&job->loop, &job->stop_timer);
@@ -813,9 +1060,9 @@ close_loop:
   uv_run(&job->loop, UV_RUN_DEFAULT);
   rc = uv_loop_close(&job->loop);
   if (rc != 0) hvdrun_say("warning: event loop not empty at exit: %s", uv_strerror(rc));
+out:
   free_ranks(job);
   free(job->sorted_pids);
-free_job:
   if (job->have_cause) {
     hvdrun_say("error: %s", job->cause);
     exit_code = job->exit_code;

@@ -1,12 +1,13 @@
 /*
  * The local launcher: ranks run on this host as children of hvdrun.
  *
- * A rank gets hvdrun's environment with the job's HVD_* variables set (stale values
- * of the same names, and their HOROVOD_* aliases, are dropped so that a nested or
- * re-run job cannot pick them up) and runs in a new session (UV_PROCESS_DETACHED:
- * setsid), so its pid is also its process group id and signalling -pid reaches
- * everything it started that stayed in its group. The job token travels only in
- * the environment, never on a command line.
+ * A rank gets the environment of hvdrun_rank_env (hvdrun's own, with the job's
+ * HVD_* variables, the flag settings and -x on top) and runs in a new session
+ * (UV_PROCESS_DETACHED: setsid), so its pid is also its process group id and
+ * signalling -pid reaches everything it started that stayed in its group. What is
+ * spawned is hvdrun's exec trampoline (wrapper.c), which binds the CPUs, arranges to
+ * be killed with hvdrun, and execs the program in the same process. The job token
+ * travels only in the environment, never on a command line.
  *
  * Whether anything of a rank is left is read from /proc (a process group member
  * that is not a zombie), not from kill(-pgid, 0): the latter also counts zombies,
@@ -25,70 +26,60 @@
 
 #include "tools/hvdrun/hvdrun.h"
 
-extern char **environ;
+/* argv of the trampoline: exe, flag, --ppid, --bind-to, --map-by, --, PROGRAM ARGS. */
+#define TRAMPOLINE_ARGS 6
 
-/* Is entry ("NAME=value") one of the names the job sets, or its HOROVOD_ alias? */
-static int is_job_var(const char *entry, const hvdrun_var_t *vars, int nvars) {
-  const char *eq = strchr(entry, '=');
-  size_t n = eq != NULL ? (size_t)(eq - entry) : strlen(entry);
-  for (int i = 0; i < nvars; i++) {
-    const char *name = vars[i].name;
-    size_t len = strlen(name);
-    if (n == len && memcmp(entry, name, n) == 0) return 1;
-    /* HVD_X -> HOROVOD_X */
-    if (strncmp(name, "HVD_", 4) == 0 && n == len + 4 &&
-        memcmp(entry, "HOROVOD_", 8) == 0 && memcmp(entry + 8, name + 4, len - 4) == 0)
-      return 1;
-  }
-  return 0;
-}
+typedef struct local_block {
+  char **env;
+  char args[3][64];
+  char *argv[]; /* TRAMPOLINE_ARGS + the program's + NULL */
+} local_block_t;
 
 static int local_prepare(const hvdrun_job_t *job, const hvdrun_rank_t *r,
                          hvdrun_cmd_t *cmd, hvd_err_t *err) {
-  hvdrun_var_t vars[HVDRUN_NVARS];
-  int nvars = hvdrun_job_rank_vars(job, r, vars);
-  size_t nenv = 0;
-  size_t strbytes = 0;
-
-  for (char **e = environ; e != NULL && *e != NULL; e++) nenv++;
-  for (int i = 0; i < nvars; i++)
-    strbytes += strlen(vars[i].name) + strlen(vars[i].value) + 2;
-
-  /* One block: the pointer array, then our "NAME=value" strings; release frees it. */
-  size_t nptr = (size_t)nvars + nenv + 1;
-  char **env = malloc(nptr * sizeof *env + strbytes);
-  if (env == NULL) {
-    hvd_err_set(err, "out of memory building the environment of rank %d", r->rank);
+  const hvdrun_opts_t *opts = hvdrun_job_opts(job);
+  size_t nargs = 0;
+  while (opts->argv[nargs] != NULL) nargs++;
+  local_block_t *b = calloc(1, sizeof *b + (TRAMPOLINE_ARGS + nargs + 1) * sizeof(char *));
+  if (b == NULL) {
+    hvd_err_set(err, "out of memory preparing rank %d", r->rank);
     return -1;
   }
-  char *s = (char *)(env + nptr);
-  size_t k = 0;
-  for (int i = 0; i < nvars; i++) {
-    size_t nl = strlen(vars[i].name), vl = strlen(vars[i].value);
-    memcpy(s, vars[i].name, nl);
-    s[nl] = '=';
-    memcpy(s + nl + 1, vars[i].value, vl + 1);
-    env[k++] = s;
-    s += nl + vl + 2;
+  b->env = hvdrun_rank_env(job, r, 0, 1, NULL, err);
+  if (b->env == NULL) {
+    free(b);
+    return -1;
   }
-  for (size_t i = 0; i < nenv; i++)
-    if (!is_job_var(environ[i], vars, nvars)) env[k++] = environ[i];
-  env[k] = NULL;
+  snprintf(b->args[0], sizeof b->args[0], "--ppid=%d", (int)getpid());
+  snprintf(b->args[1], sizeof b->args[1], "--bind-to=%s", hvdrun_bind_names[opts->bind_to]);
+  snprintf(b->args[2], sizeof b->args[2], "--map-by=%s", hvdrun_map_names[opts->map_by]);
+  size_t k = 0;
+  b->argv[k++] = (char *)opts->self_exe;
+  b->argv[k++] = HVDRUN_EXEC_FLAG;
+  for (int i = 0; i < 3; i++) b->argv[k++] = b->args[i];
+  b->argv[k++] = "--";
+  for (size_t i = 0; i < nargs; i++) b->argv[k++] = opts->argv[i];
+  b->argv[k] = NULL;
 
-  const hvdrun_opts_t *opts = hvdrun_job_opts(job);
-  cmd->file = opts->argv[0];
-  cmd->argv = opts->argv;
-  cmd->env = env;
+  cmd->file = opts->self_exe;
+  cmd->argv = b->argv;
+  cmd->env = b->env;
   cmd->flags = UV_PROCESS_DETACHED;
   return 0;
 }
 
 static void local_release(hvdrun_cmd_t *cmd) {
-  free(cmd->env);
+  if (cmd->argv != NULL) {
+    local_block_t *b =
+        (local_block_t *)((char *)cmd->argv - offsetof(local_block_t, argv));
+    free(b->env);
+    free(b);
+  }
+  cmd->argv = NULL;
   cmd->env = NULL;
 }
 
-static int local_signal(const hvdrun_rank_t *r, int sig) {
+static int local_signal(hvdrun_rank_t *r, int sig) {
   if (r->pid <= 0) return -1;
   /* The group outlives its leader while anything the rank started is still in it. */
   if (kill(-r->pid, sig) == 0) return 0;
@@ -119,9 +110,12 @@ static int read_stat(const char *name, char *state, int *pgrp) {
   return 0;
 }
 
+#define MINE(r) ((r)->launcher == &hvdrun_local_launcher)
+
 static void poll_alive_kill(hvdrun_rank_t *ranks, int n) {
   for (int i = 0; i < n; i++)
-    ranks[i].alive =
+    if (MINE(&ranks[i]))
+      ranks[i].alive =
         ranks[i].running || (ranks[i].pid > 0 && kill(-ranks[i].pid, 0) == 0);
 }
 
@@ -137,7 +131,7 @@ static void local_poll_alive(hvdrun_rank_t *ranks, int n) {
     goto out;
   }
   for (int i = 0; i < n; i++)
-    if (ranks[i].pid > 0) pgids[npg++] = ranks[i].pid;
+    if (MINE(&ranks[i]) && ranks[i].pid > 0) pgids[npg++] = ranks[i].pid;
   qsort(pgids, (size_t)npg, sizeof *pgids, cmp_pid);
   while ((de = readdir(dir)) != NULL) {
     char state;
@@ -149,6 +143,7 @@ static void local_poll_alive(hvdrun_rank_t *ranks, int n) {
     if (hit != NULL) live[hit - pgids] = 1;
   }
   for (int i = 0; i < n; i++) {
+    if (!MINE(&ranks[i])) continue;
     int *hit = ranks[i].pid > 0
                    ? bsearch(&ranks[i].pid, pgids, (size_t)npg, sizeof *pgids, cmp_pid)
                    : NULL;

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -702,6 +703,32 @@ static void case_invalid(void) {
   CHECK_OK(hvd_allreduce(ctx, "inv.zero", NULL, NULL, 0, HVD_FLOAT32, HVD_SUM));
 }
 
+/* A rank waiting on a slow peer must not burn a core: rank 1 arrives 3 s late; the
+ * others measure their process's CPU time (all threads) over the wait. */
+static void case_slow_peer(void) {
+  float x = 1, y = 0;
+  CHECK_OK(hvd_allreduce(ctx, "slow.warm", &x, &y, 1, HVD_FLOAT32, HVD_SUM));
+  if (R == 1) sleep(3);
+  struct rusage u0, u1;
+  getrusage(RUSAGE_SELF, &u0);
+  double t0 = now_s();
+  float big[4096];
+  for (int i = 0; i < 4096; i++) big[i] = 1;
+  CHECK_OK(hvd_allreduce(ctx, "slow.op", big, big, 4096, HVD_FLOAT32, HVD_SUM));
+  double wall = now_s() - t0;
+  getrusage(RUSAGE_SELF, &u1);
+  double cpu = (double)(u1.ru_utime.tv_sec - u0.ru_utime.tv_sec) +
+               (double)(u1.ru_stime.tv_sec - u0.ru_stime.tv_sec) +
+               (double)(u1.ru_utime.tv_usec - u0.ru_utime.tv_usec) * 1e-6 +
+               (double)(u1.ru_stime.tv_usec - u0.ru_stime.tv_usec) * 1e-6;
+  if (big[0] != N) FAIL("slow.op result %g", big[0]);
+  if (R != 1) {
+    printf("rank %d: waited %.2f s for the slow peer using %.3f s of CPU (%.1f%% of a core)\n", R,
+           wall, cpu, 100 * cpu / wall);
+    if (wall > 2.5 && cpu / wall > 0.05) FAIL("waiting used %.1f%% of a core", 100 * cpu / wall);
+  }
+}
+
 /* Shutdown completes outstanding work with a clear status, and init works again. */
 static void case_reinit(void) {
   for (int round = 0; round < 2; round++) {
@@ -753,6 +780,7 @@ int main(int argc, char **argv) {
   else if (!strcmp(c, "threads")) case_threads();
   else if (!strcmp(c, "invalid")) case_invalid();
   else if (!strcmp(c, "reinit")) case_reinit();
+  else if (!strcmp(c, "slow_peer")) case_slow_peer();
   else {
     fprintf(stderr, "unknown case %s\n", c);
     return 2;

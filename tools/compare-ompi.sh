@@ -1,0 +1,266 @@
+#!/usr/bin/env bash
+# compare-ompi.sh: hvd-bench (raw collectives) against Open MPI on this host, same
+# sizes, data, timing method and columns (tools/mpi-bench/mpi_allreduce_bench.c).
+#
+#   tools/compare-ompi.sh [--quick] [--rounds R] [--np "2 4"] [--colls "allreduce ..."]
+#                         [-b MIN] [-e MAX] [-f FACTOR] [--pinned] [--ucx] [--out DIR]
+#   tools/compare-ompi.sh --selection [--np "2 3 4"] [-b 8] [-e 16M] [--rounds R] [--pin]
+#
+# Comparison: for each np and collective, R rounds of (hvd run, Open MPI run),
+# interleaved so that drifting background load hits both alike. Per size it prints the
+# median over rounds of each busbw, the median over rounds of the per-round ratio
+# hvd/ompi, and hvd's memory efficiency (allreduce), as markdown tables that can be
+# pasted into docs/performance.md (also written to OUT/compare.md).
+# Open MPI runs with its defaults (pml ob1 + btl vader on one host); --ucx adds a
+# third column set with --mca pml ucx. np > cores uses --oversubscribe.
+# hvdrun does not bind ranks to cores while Open MPI does by default (np <= cores):
+# --pinned adds a third run per round, "hvd-pinned", each rank started under
+# taskset -c (local rank mod cores), to separate placement from everything else.
+#
+# Selection (--selection): allreduce with -a ring, tree and rd interleaved, R rounds,
+# at each np; prints the median time per algorithm and size and the fastest one
+# (OUT/selection.md): the data behind the rules[] table in collectives/select.c.
+# --pin runs the hvd ranks under taskset as above.
+#
+# Needs: a build of hvd (HVD_BUILD_DIR, default build-bench; configured and built
+# here if hvd-bench is missing), mpicc/mpirun (installed with apt-get if missing),
+# python3 for the tables.
+set -euo pipefail
+
+ARGS="$*"
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BUILD=${HVD_BUILD_DIR:-$ROOT/build-bench}
+OUT=""
+ROUNDS=3
+NPS=""
+COLLS="allreduce allgather reducescatter broadcast"
+MINB=8
+MAXB=64M
+FACTOR=2
+QUICK=0
+UCX=0
+SELECTION=0
+EXTRA_HVD=""
+PINNED=0
+PIN=0
+
+usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; }
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) QUICK=1 ;;
+    --rounds) ROUNDS=$2; shift ;;
+    --np) NPS=$2; shift ;;
+    --colls) COLLS=$2; shift ;;
+    -b) MINB=$2; shift ;;
+    -e) MAXB=$2; shift ;;
+    -f) FACTOR=$2; shift ;;
+    --ucx) UCX=1 ;;
+    --pinned) PINNED=1 ;;
+    --pin) PIN=1 ;;
+    --out) OUT=$2; shift ;;
+    --selection) SELECTION=1 ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "compare-ompi.sh: error: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
+  esac
+  shift
+done
+if [ "$QUICK" = 1 ]; then
+  MAXB=1M; FACTOR=4; EXTRA_HVD="-w 2"
+fi
+if [ "$SELECTION" = 1 ]; then
+  [ -n "$NPS" ] || NPS="2 3 4"
+  [ "$MAXB" != 64M ] || MAXB=16M
+else
+  [ -n "$NPS" ] || NPS="2 4"
+fi
+[ "$ROUNDS" -ge 1 ] 2>/dev/null || { echo "compare-ompi.sh: error: --rounds needs a positive integer" >&2; exit 2; }
+OUT=${OUT:-$BUILD/compare-$(date +%Y%m%d-%H%M%S)}
+mkdir -p "$OUT/raw"
+
+say() { echo "[compare-ompi] $*" >&2; }
+
+# ---- build ---------------------------------------------------------------------------
+if [ ! -x "$BUILD/hvd-bench" ] || [ ! -x "$BUILD/hvdrun" ]; then
+  say "building hvd in $BUILD"
+  cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+fi
+cmake --build "$BUILD" -j2 --target hvd-bench hvdrun >/dev/null
+
+MPIBENCH=$BUILD/mpi-bench/mpi_allreduce_bench
+if [ "$SELECTION" = 0 ]; then
+  if ! command -v mpicc >/dev/null || ! command -v mpirun >/dev/null; then
+    say "installing Open MPI (openmpi-bin libopenmpi-dev)"
+    apt-get update >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y openmpi-bin libopenmpi-dev >/dev/null
+  fi
+  mkdir -p "$BUILD/mpi-bench"
+  mpicc -O2 -g -std=gnu11 -Wall -Wextra -I "$ROOT/tools/hvd-bench" \
+    "$ROOT/tools/mpi-bench/mpi_allreduce_bench.c" -o "$MPIBENCH" -lm
+fi
+
+NCPU=$(nproc)
+mpirun_for() { # np
+  local args=(-np "$1")
+  [ "$(id -u)" = 0 ] && args+=(--allow-run-as-root)
+  [ "$1" -gt "$NCPU" ] && args+=(--oversubscribe)
+  echo "${args[@]}"
+}
+
+run_hvd() { # np coll algo outfile [pin]
+  local pre=()
+  [ "${5:-0}" = 1 ] && pre=(sh -c "exec taskset -c \$((HVD_LOCAL_RANK % $NCPU)) \"\$0\" \"\$@\"")
+  "$BUILD/hvdrun" -np "$1" --no-tag-output "${pre[@]}" "$BUILD/hvd-bench" -c "$2" -a "$3" \
+    -b "$MINB" -e "$MAXB" -f "$FACTOR" --csv $EXTRA_HVD >"$4" 2>"$4.err" ||
+    { say "hvd-bench failed (np $1 $2 $3), see $4.err"; tail -5 "$4.err" >&2; return 1; }
+}
+
+bmem_of() { # csv file -> GB/s read+write from the header, or empty
+  sed -n 's/^# B_mem: \([0-9.]*\) GB.*/\1/p' "$1" | head -1
+}
+
+run_ompi() { # np coll outfile bmem [extra mca...]
+  local np=$1 coll=$2 out=$3 bmem=$4
+  shift 4
+  local bm=()
+  [ -n "$bmem" ] && bm=(--bmem "$bmem")
+  # shellcheck disable=SC2046
+  mpirun $(mpirun_for "$np") "$@" "$MPIBENCH" -c "$coll" -b "$MINB" -e "$MAXB" -f "$FACTOR" \
+    --csv $EXTRA_HVD "${bm[@]}" >"$out" 2>"$out.err" ||
+    { say "MPI bench failed (np $np $coll $*), see $out.err"; tail -5 "$out.err" >&2; return 1; }
+}
+
+{
+  echo "# host: $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
+  echo "# date: $(date -u +%FT%TZ); load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "# hvd commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo ?)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' (+ local changes)')"
+  command -v mpirun >/dev/null && echo "# $(mpirun --version 2>/dev/null | head -1)"
+  echo "# command: $0 $ARGS"
+} >"$OUT/env.txt"
+
+# ---- selection -----------------------------------------------------------------------
+if [ "$SELECTION" = 1 ]; then
+  for np in $NPS; do
+    for r in $(seq 1 "$ROUNDS"); do
+      for algo in ring tree rd; do
+        say "selection np=$np round $r/$ROUNDS algo $algo"
+        run_hvd "$np" allreduce "$algo" "$OUT/raw/sel_np${np}_${algo}_r${r}.csv" "$PIN"
+      done
+    done
+  done
+  echo "# load after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/env.txt"
+  python3 - "$OUT" "$NPS" <<'EOF' | tee "$OUT/selection.md"
+import csv, glob, os, re, statistics, sys
+out, nps = sys.argv[1], sys.argv[2].split()
+def rows(path):
+    with open(path) as f:
+        return [r for r in csv.reader(l for l in f if l.strip() and not l.startswith('#'))]
+print(open(os.path.join(out, 'env.txt')).read().replace('# ', '').rstrip().replace('\n', '  \n'))
+print()
+for np in nps:
+    t = {}
+    for path in glob.glob(os.path.join(out, 'raw', f'sel_np{np}_*_r*.csv')):
+        algo = re.search(r'_np\d+_(\w+?)_r\d+\.csv$', path).group(1)
+        for r in rows(path):
+            t.setdefault(int(r[0]), {}).setdefault(algo, []).append(float(r[5]))
+    print(f'**np = {np}** (median over rounds of the median per-iteration time, µs; * = fastest)\n')
+    print('| size (B) | ring | tree | rd | fastest | rd/ring |')
+    print('|---:|---:|---:|---:|:---|---:|')
+    for size in sorted(t):
+        med = {a: statistics.median(v) for a, v in t[size].items()}
+        best = min(med, key=med.get)
+        cells = []
+        for a in ('ring', 'tree', 'rd'):
+            cells.append(('**%.1f**' if a == best else '%.1f') % med[a] if a in med else '-')
+        ratio = med['rd'] / med['ring'] if 'rd' in med and 'ring' in med else float('nan')
+        print(f'| {size} | ' + ' | '.join(cells) + f' | {best} | {ratio:.2f} |')
+    print()
+EOF
+  say "tables in $OUT/selection.md"
+  exit 0
+fi
+
+# ---- comparison ----------------------------------------------------------------------
+for np in $NPS; do
+  for coll in $COLLS; do
+    for r in $(seq 1 "$ROUNDS"); do
+      say "np=$np $coll round $r/$ROUNDS: hvd"
+      f=$OUT/raw/np${np}_${coll}_hvd_r${r}.csv
+      run_hvd "$np" "$coll" auto "$f"
+      bm=$(bmem_of "$f")
+      say "np=$np $coll round $r/$ROUNDS: ompi"
+      run_ompi "$np" "$coll" "$OUT/raw/np${np}_${coll}_ompi_r${r}.csv" "$bm"
+      if [ "$PINNED" = 1 ]; then
+        say "np=$np $coll round $r/$ROUNDS: hvd pinned"
+        run_hvd "$np" "$coll" auto "$OUT/raw/np${np}_${coll}_hvdpin_r${r}.csv" 1
+      fi
+      if [ "$UCX" = 1 ]; then
+        say "np=$np $coll round $r/$ROUNDS: ompi pml ucx"
+        run_ompi "$np" "$coll" "$OUT/raw/np${np}_${coll}_ucx_r${r}.csv" "$bm" --mca pml ucx
+      fi
+    done
+  done
+done
+echo "# load after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/env.txt"
+
+python3 - "$OUT" "$NPS" "$COLLS" "$UCX" "$PINNED" <<'EOF' | tee "$OUT/compare.md"
+import csv, glob, os, statistics, sys
+out, nps, colls = sys.argv[1], sys.argv[2].split(), sys.argv[3].split()
+ucx, pinned = sys.argv[4] == '1', sys.argv[5] == '1'
+def load(np, coll, impl):
+    runs = []
+    for path in sorted(glob.glob(os.path.join(out, 'raw', f'np{np}_{coll}_{impl}_r*.csv'))):
+        with open(path) as f:
+            rs = [r for r in csv.reader(l for l in f if l.strip() and not l.startswith('#'))]
+        runs.append({int(r[0]): r for r in rs})
+    return runs
+def med(v):
+    return statistics.median(v) if v else float('nan')
+print(open(os.path.join(out, 'env.txt')).read().replace('# ', '').rstrip().replace('\n', '  \n'))
+print()
+for np in nps:
+    for coll in colls:
+        hvd, ompi = load(np, coll, 'hvd'), load(np, coll, 'ompi')
+        pin = load(np, coll, 'hvdpin') if pinned else []
+        u = load(np, coll, 'ucx') if ucx else []
+        if not hvd:
+            continue
+        ar = coll == 'allreduce'
+        head = '| size (B) | hvd time (µs) | hvd busbw | ompi time (µs) | ompi busbw | hvd/ompi |'
+        line = '|---:|---:|---:|---:|---:|---:|'
+        if pin:
+            head += ' hvd-pinned time (µs) | hvd-pinned busbw | pinned/ompi |'; line += '---:|---:|---:|'
+        if u:
+            head += ' ompi-ucx busbw | hvd/ucx |'; line += '---:|---:|'
+        if ar:
+            head += ' hvd memeff |'; line += '---:|'
+            if pin:
+                head += ' hvd-pinned memeff |'; line += '---:|'
+            head += ' ompi memeff |'; line += '---:|'
+        bad = sum(int(r[8]) for run in hvd + ompi + pin + u for r in run.values() if r[8].isdigit())
+        print(f'**{coll}, np = {np}** ({len(hvd)} interleaved rounds; busbw in GB/s; medians over rounds; '
+              f'ratios = median of the per-round busbw ratios; #wrong total {bad})\n')
+        print(head); print(line)
+        def col(runs, size, k):
+            return [float(run[size][k]) for run in runs if size in run and run[size][k] not in ('-', 'N/A')]
+        def ratio(a, b, size):
+            return med([float(x[size][7]) / float(y[size][7]) for x, y in zip(a, b)
+                        if size in x and size in y and float(y[size][7]) > 0])
+        for size in sorted(hvd[0]):
+            cells = [f'{med(col(hvd, size, 5)):.1f}', f'{med(col(hvd, size, 7)):.3f}',
+                     f'{med(col(ompi, size, 5)):.1f}', f'{med(col(ompi, size, 7)):.3f}',
+                     f'{ratio(hvd, ompi, size):.2f}']
+            if pin:
+                cells += [f'{med(col(pin, size, 5)):.1f}', f'{med(col(pin, size, 7)):.3f}',
+                          f'{ratio(pin, ompi, size):.2f}']
+            if u:
+                cells += [f'{med(col(u, size, 7)):.3f}', f'{ratio(hvd, u, size):.2f}']
+            if ar:
+                cells += [f'{med(col(hvd, size, 9)):.3f}']
+                if pin:
+                    cells += [f'{med(col(pin, size, 9)):.3f}']
+                cells += [f'{med(col(ompi, size, 9)):.3f}']
+            print(f'| {size} | ' + ' | '.join(cells) + ' |')
+        print()
+EOF
+say "tables in $OUT/compare.md, raw CSV in $OUT/raw"
