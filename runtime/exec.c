@@ -166,7 +166,11 @@ static void exec_allreduce(hvd_ctx_t *ctx, hvd_pset_t *ps, const hvd_response_t 
     }
   }
   atomic_fetch_add(&ctx->st_collectives, 1);
-  if (n > 1) atomic_fetch_add(&ctx->st_fused, (unsigned long long)n);
+  if (n > 1) {
+    atomic_fetch_add(&ctx->st_fused, (unsigned long long)n);
+    HVD_DEBUG("fused %d tensors (%zu bytes, first '%s') into one %s allreduce", n,
+              total_count * es, r->names[0], hvd_algo_name(algo));
+  }
   if (rc != HVD_OK) {
     coll_failed(ctx, ps, r, rc, e, n);
   } else {

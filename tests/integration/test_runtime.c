@@ -106,3 +106,13 @@ Test(runtime_config, bad_value_fails_init, .timeout = 60) {
   cr_assert(count_in(&r, "HVD_FUSION_THRESHOLD=\"lots\" is not valid") >= 1, "%s", r.out);
   run_free(&r);
 }
+
+/* Fusion is visible in the log at debug level, not only in the statistics. */
+Test(runtime_async_fused, debug_log_shows_fusion, .timeout = 120) {
+  char *env[] = {"HVD_LOG_LEVEL=debug", NULL};
+  run_result_t r = run_case("async_fused", 2, env, 100);
+  cr_assert(r.exited && r.status == 0, "%s", last_line(&r));
+  cr_assert(count_in(&r, "] fused ") >= 2, "no fusion lines at debug level:\n%s", r.out);
+  cr_assert(count_in(&r, "tensors ran in") == 2);
+  run_free(&r);
+}
