@@ -26,6 +26,8 @@ typedef enum {
   HVD_ALGO_TREE,
   HVD_ALGO_RD,  /* recursive doubling */
   HVD_ALGO_SHM, /* same-host shared-memory arena (collectives/allreduce_shm.c) */
+  HVD_ALGO_BRUCK,        /* allgather: Bruck (collectives/allgatherv_bruck.c) */
+  HVD_ALGO_SCATTER_RING, /* broadcast: scatter + ring allgather (broadcast_scatter.c) */
   HVD_ALGO_COUNT
 } hvd_algo_t;
 
@@ -58,9 +60,16 @@ hvd_status_t hvd_allreduce_shm(hvd_comm_t *c, const void *sendbuf, void *recvbuf
 
 /* Broadcast count elements of buf from member root to every member (in place).
  * count, dtype, root equal on every rank. Binomial tree: ceil(log2 n) steps, the
- * whole vector each step (each edge itself chunked). */
+ * whole vector each step (each edge itself chunked). For small vectors. */
 hvd_status_t hvd_broadcast_binomial(hvd_comm_t *c, void *buf, size_t count,
                                     hvd_dtype_t dtype, int root);
+
+/* The same broadcast as a binomial scatter of n blocks followed by a ring allgather
+ * (van de Geijn): ceil(log2 n) + n - 1 steps, about 2(n-1)/n of the vector sent and
+ * received per member instead of up to ceil(log2 n) times the whole vector from the
+ * root. For large vectors. */
+hvd_status_t hvd_broadcast_scatter_ring(hvd_comm_t *c, void *buf, size_t count,
+                                        hvd_dtype_t dtype, int root);
 
 /* Allgatherv: member j contributes counts[j] elements (sendbuf on member j);
  * recvbuf receives all contributions packed in member order (member j's at offset
@@ -68,6 +77,13 @@ hvd_status_t hvd_broadcast_binomial(hvd_comm_t *c, void *buf, size_t count,
  * is already at this member's offset in recvbuf. Ring: n-1 steps. */
 hvd_status_t hvd_allgatherv_ring(hvd_comm_t *c, const void *sendbuf, void *recvbuf,
                                  const size_t *counts, hvd_dtype_t dtype);
+
+/* The same allgatherv by Bruck's algorithm: ceil(log2 n) steps for any n, the same
+ * (n-1)/n of the total received as the ring. Blocks are kept rotated in c->work
+ * (total elements; member 0 works in recvbuf) and put in order at the end. For
+ * small totals. */
+hvd_status_t hvd_allgatherv_bruck(hvd_comm_t *c, const void *sendbuf, void *recvbuf,
+                                  const size_t *counts, hvd_dtype_t dtype);
 
 /* Reduce-scatter: sendbuf holds counts[0] + ... + counts[n-1] elements on every
  * member; member r receives in recvbuf the counts[r] elements of block r (at offset

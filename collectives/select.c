@@ -4,7 +4,23 @@
 #include <string.h>
 #include <strings.h>
 
-static const char *const names[HVD_ALGO_COUNT] = {"auto", "ring", "tree", "rd", "shm"};
+static const char *const names[HVD_ALGO_COUNT] = {"auto", "ring",  "tree",        "rd",
+                                                   "shm",  "bruck", "scatter_ring"};
+
+/* Which algorithms implement which collective (AUTO: all). */
+static const struct {
+  unsigned mask;
+  const char *text;
+} supported[HVD_COLL_KIND_COUNT] = {
+    [HVD_COLL_ALLREDUCE] = {1u << HVD_ALGO_RING | 1u << HVD_ALGO_TREE | 1u << HVD_ALGO_RD |
+                                1u << HVD_ALGO_SHM,
+                            "auto, ring, tree, rd, shm"},
+    [HVD_COLL_BROADCAST] = {1u << HVD_ALGO_TREE | 1u << HVD_ALGO_SCATTER_RING,
+                            "auto, tree, scatter_ring"},
+    [HVD_COLL_ALLGATHER] = {1u << HVD_ALGO_RING | 1u << HVD_ALGO_BRUCK, "auto, ring, bruck"},
+    [HVD_COLL_REDUCESCATTER] = {1u << HVD_ALGO_RING, "auto, ring"},
+    [HVD_COLL_ALLTOALL] = {0, "auto"},
+};
 
 int hvd_algo_parse(const char *s) {
   for (int i = 0; i < HVD_ALGO_COUNT; i++)
@@ -16,10 +32,43 @@ const char *hvd_algo_name(hvd_algo_t a) {
   return (unsigned)a < HVD_ALGO_COUNT ? names[a] : "unknown";
 }
 
-/* First match wins. */
+int hvd_algo_supported(hvd_coll_kind_t coll, hvd_algo_t algo) {
+  if ((unsigned)coll >= HVD_COLL_KIND_COUNT || (unsigned)algo >= HVD_ALGO_COUNT) return 0;
+  return algo == HVD_ALGO_AUTO || (supported[coll].mask >> algo & 1u);
+}
+
+const char *hvd_algo_choices(hvd_coll_kind_t coll) {
+  return (unsigned)coll < HVD_COLL_KIND_COUNT ? supported[coll].text : "auto";
+}
+
+/* First match wins.
+ * Allreduce: the same-host rows (remote = 0) are measured over the libfabric shm
+ * transport on the 2-core development VM, ranks pinned one per core, ring/tree/rd
+ * interleaved, median of 3 rounds (docs/performance.md, "Algorithm selection"). AUTO
+ * prefers the shared-memory arena when there is one, so they apply without it.
+ *   np=2: rd fastest at every size up to 2 MiB (one exchange instead of the ring's
+ *         two steps, same bytes); 4 MiB a tie; ring from 8 MiB (it reads and writes
+ *         2.5 S per rank, rd 3 S, once the vectors leave the cache).
+ *   np=3: rd up to 4 MiB (3 steps instead of 4: with 3 ranks on 2 cores each step
+ *         costs a context switch), ring from 8 MiB.
+ *   np=4: rd up to 1 MiB, ring from 2 MiB (above, rd is 0.97-1.15x ring, within the
+ *         noise; ring sends 1.5 S per rank against rd's 2 S).
+ * Tree never won consistently and is not selected. Larger or multi-host jobs are not
+ * measured: rd up to 16 KiB, then ring (Open MPI's tuned rules use recursive doubling
+ * up to 8 KiB for 4-15 ranks; MPICH's classic threshold is 2 KiB). */
 static const hvd_algo_rule_t rules[] = {
+    {HVD_COLL_ALLREDUCE, 2u << 20, 2, 2, 0, HVD_ALGO_RD},
+    {HVD_COLL_ALLREDUCE, 4u << 20, 3, 3, 0, HVD_ALGO_RD},
+    {HVD_COLL_ALLREDUCE, 1u << 20, 4, 4, 0, HVD_ALGO_RD},
     {HVD_COLL_ALLREDUCE, 16 * 1024, 1, 1 << 20, -1, HVD_ALGO_RD},
     {HVD_COLL_ALLREDUCE, (size_t)-1, 1, 1 << 20, -1, HVD_ALGO_RING},
+    /* allgather: bytes = the gathered total. With 2 ranks both are one exchange. */
+    {HVD_COLL_ALLGATHER, 64 * 1024, 3, 1 << 20, -1, HVD_ALGO_BRUCK},
+    {HVD_COLL_ALLGATHER, (size_t)-1, 1, 1 << 20, -1, HVD_ALGO_RING},
+    /* broadcast: with 2 ranks the binomial tree is one message, never worse. */
+    {HVD_COLL_BROADCAST, 256 * 1024, 1, 1 << 20, -1, HVD_ALGO_TREE},
+    {HVD_COLL_BROADCAST, (size_t)-1, 3, 1 << 20, -1, HVD_ALGO_SCATTER_RING},
+    {HVD_COLL_BROADCAST, (size_t)-1, 1, 2, -1, HVD_ALGO_TREE},
 };
 
 hvd_algo_t hvd_algo_select(hvd_coll_kind_t coll, size_t bytes, int ranks, int remote) {
@@ -48,4 +97,34 @@ hvd_status_t hvd_coll_allreduce(hvd_comm_t *c, hvd_algo_t algo, int remote, cons
   case HVD_ALGO_TREE: return hvd_allreduce_tree(c, sendbuf, recvbuf, count, dtype, op);
   default: return hvd_allreduce_ring(c, sendbuf, recvbuf, count, dtype, op);
   }
+}
+
+hvd_algo_t hvd_allgather_algo(const hvd_comm_t *c, hvd_algo_t algo, size_t bytes, int remote) {
+  if (!hvd_algo_supported(HVD_COLL_ALLGATHER, algo) || algo == HVD_ALGO_AUTO)
+    return hvd_algo_select(HVD_COLL_ALLGATHER, bytes, c->size, remote);
+  return algo;
+}
+
+hvd_status_t hvd_coll_allgatherv(hvd_comm_t *c, hvd_algo_t algo, int remote,
+                                 const void *sendbuf, void *recvbuf, const size_t *counts,
+                                 hvd_dtype_t dtype) {
+  size_t total = 0;
+  for (int j = 0; j < c->size; j++) total += counts[j];
+  algo = hvd_allgather_algo(c, algo, total * hvd_dtype_size(dtype), remote);
+  if (algo == HVD_ALGO_BRUCK) return hvd_allgatherv_bruck(c, sendbuf, recvbuf, counts, dtype);
+  return hvd_allgatherv_ring(c, sendbuf, recvbuf, counts, dtype);
+}
+
+hvd_algo_t hvd_broadcast_algo(const hvd_comm_t *c, hvd_algo_t algo, size_t bytes, int remote) {
+  if (!hvd_algo_supported(HVD_COLL_BROADCAST, algo) || algo == HVD_ALGO_AUTO)
+    return hvd_algo_select(HVD_COLL_BROADCAST, bytes, c->size, remote);
+  return algo;
+}
+
+hvd_status_t hvd_coll_broadcast(hvd_comm_t *c, hvd_algo_t algo, int remote, void *buf,
+                                size_t count, hvd_dtype_t dtype, int root) {
+  algo = hvd_broadcast_algo(c, algo, count * hvd_dtype_size(dtype), remote);
+  if (algo == HVD_ALGO_SCATTER_RING)
+    return hvd_broadcast_scatter_ring(c, buf, count, dtype, root);
+  return hvd_broadcast_binomial(c, buf, count, dtype, root);
 }

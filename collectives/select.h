@@ -22,15 +22,22 @@ typedef enum {
 
 typedef struct hvd_algo_rule {
   hvd_coll_kind_t coll;
-  size_t max_bytes; /* rule applies to messages of at most this many bytes per rank */
+  size_t max_bytes; /* rule applies to messages of at most this many bytes: the vector
+                       for allreduce and broadcast, the gathered total for allgather */
   int min_ranks, max_ranks;
   int remote;       /* -1 any, 0 all members on one host, 1 some member elsewhere */
   hvd_algo_t algo;
 } hvd_algo_rule_t;
 
-/* Parse "ring", "tree", "rd", "auto"; -1 if none. */
+/* Parse "auto", "ring", "tree", "rd", "shm", "bruck", "scatter_ring" (any case); -1
+ * if none. */
 int hvd_algo_parse(const char *s);
 const char *hvd_algo_name(hvd_algo_t a);
+
+/* Whether algo can run coll (AUTO always can), and the names that can, as text for
+ * messages ("auto, ring, bruck"). The runtime rejects an override that cannot. */
+int hvd_algo_supported(hvd_coll_kind_t coll, hvd_algo_t algo);
+const char *hvd_algo_choices(hvd_coll_kind_t coll);
 
 /* The algorithm the table picks (never AUTO). */
 hvd_algo_t hvd_algo_select(hvd_coll_kind_t coll, size_t bytes, int ranks, int remote);
@@ -42,5 +49,24 @@ hvd_algo_t hvd_allreduce_algo(const hvd_comm_t *c, hvd_algo_t algo, size_t bytes
 /* Allreduce with algo (AUTO = from the table; remote = 0 assumed unless told). */
 hvd_status_t hvd_coll_allreduce(hvd_comm_t *c, hvd_algo_t algo, int remote, const void *sendbuf,
                                 void *recvbuf, size_t count, hvd_dtype_t dtype, hvd_op_t op);
+
+/* The allgather algorithm that will run for a gathered total of `bytes`: AUTO (or an
+ * algorithm that cannot allgather) resolved from the table. Every rank must pass the
+ * same algo, so that all of them pick the same. */
+hvd_algo_t hvd_allgather_algo(const hvd_comm_t *c, hvd_algo_t algo, size_t bytes, int remote);
+
+/* Allgatherv (coll.h) with algo: ring or bruck; AUTO = from the table for the
+ * gathered total. */
+hvd_status_t hvd_coll_allgatherv(hvd_comm_t *c, hvd_algo_t algo, int remote,
+                                 const void *sendbuf, void *recvbuf, const size_t *counts,
+                                 hvd_dtype_t dtype);
+
+/* The broadcast algorithm that will run for a vector of `bytes`, as above. */
+hvd_algo_t hvd_broadcast_algo(const hvd_comm_t *c, hvd_algo_t algo, size_t bytes, int remote);
+
+/* Broadcast (coll.h) with algo: tree (binomial) or scatter_ring; AUTO = from the
+ * table. */
+hvd_status_t hvd_coll_broadcast(hvd_comm_t *c, hvd_algo_t algo, int remote, void *buf,
+                                size_t count, hvd_dtype_t dtype, int root);
 
 #endif

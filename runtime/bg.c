@@ -276,7 +276,9 @@ static void file_entry(hvd_ctx_t *ctx, hvd_entry_t *e) {
     rc = out_push(ps, &e->meta);
   } else if (ctx->tl != NULL && (hvd_tl_begin(ctx->tl, e->meta.name,
                                               negotiate_phase((hvd_msg_type_t)e->meta.type),
-                                              hvd_now_ns()), 0)) {
+                                              e->enqueue_ns), 0)) {
+    /* (NEGOTIATE starts when the application submitted the tensor: time queued for
+     * the background thread counts as negotiation.) */
   } else if (hvd_strmap_put(&ps->pending, e->meta.name, e) != 0) {
     rc = HVD_ERR_NO_MEMORY;
   } else {

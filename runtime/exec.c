@@ -32,10 +32,13 @@ static hvd_entry_t *take(hvd_pset_t *ps, const char *name) {
 static void tl_start(hvd_ctx_t *ctx, const hvd_response_t *r, hvd_entry_t *const *es, int n) {
   if (ctx->tl == NULL) return;
   char neg[64];
-  snprintf(neg, sizeof neg, "NEGOTIATE_%s", hvd_msg_type_name(r->type));
   uint64_t now = hvd_now_ns();
   for (int i = 0; i < n; i++) {
     if (es[i] == NULL) continue;
+    /* An ERROR response ends the negotiation of whatever the entry asked for. */
+    snprintf(neg, sizeof neg, "NEGOTIATE_%s",
+             hvd_msg_type_name(r->type == HVD_MSG_ERROR ? (hvd_msg_type_t)es[i]->meta.type
+                                                        : (hvd_msg_type_t)r->type));
     hvd_tl_end(ctx->tl, es[i]->meta.name, neg, ctx->tl_list_ns, NULL);
     hvd_tl_begin(ctx->tl, es[i]->meta.name, "QUEUE", ctx->tl_list_ns);
     hvd_tl_end(ctx->tl, es[i]->meta.name, "QUEUE", now, NULL);
@@ -64,8 +67,11 @@ static void tl_op(hvd_ctx_t *ctx, const hvd_response_t *r, hvd_entry_t *const *e
 /* The fusion buffer, at least `bytes` long (grown, pre-touched). NULL if out of memory. */
 static void *fusion(hvd_ctx_t *ctx, size_t bytes) {
   if (bytes <= ctx->fusion_size) return ctx->fusion;
-  size_t want = bytes;
-  if (want < (size_t)ctx->cfg.fusion_threshold) want = (size_t)ctx->cfg.fusion_threshold;
+  /* Grow to the next power of two of what is needed (at least 1 MiB): touching the
+   * whole fusion threshold (128 MiB by default) up front would cost a job that only
+   * ever fuses a few MiB half a second and that much memory. */
+  size_t want = (size_t)1 << 20;
+  while (want < bytes) want *= 2;
   void *p = NULL;
   if (posix_memalign(&p, 64, want ? want : 64) != 0) return NULL;
   memset(p, 0, want); /* touch every page now, not in the middle of a collective */
@@ -131,7 +137,14 @@ static void exec_allreduce(hvd_ctx_t *ctx, hvd_pset_t *ps, const hvd_response_t 
   } else {
     size_t total = 0;
     for (int i = 0; i < n; i++) total += r->counts[i] * es;
+    size_t had = ctx->fusion_size;
+    t0 = hvd_now_ns();
     char *buf = fusion(ctx, total);
+    if (buf != NULL && ctx->fusion_size != had) {
+      char args[64];
+      snprintf(args, sizeof args, "\"bytes\":%zu", ctx->fusion_size);
+      tl_span(ctx, e, n, "INIT_FUSION_BUFFER", t0, hvd_now_ns(), args);
+    }
     if (buf == NULL) {
       hvd_ctx_abort(ctx, "rank %d: out of memory for a %zu-byte fusion buffer", ctx->id.rank, total);
       rc = HVD_ERR_NO_MEMORY;
@@ -359,6 +372,7 @@ static void exec_reducescatter(hvd_ctx_t *ctx, hvd_pset_t *ps, const hvd_respons
 
 static void exec_process_set(hvd_ctx_t *ctx, hvd_pset_t *ps, const hvd_response_t *r) {
   hvd_entry_t *e = take(ps, r->names[0]);
+  tl_start(ctx, r, &e, 1);
   int id = ctx->next_pset_id;
   int n = (int)r->ncounts;
   int *ranks = malloc((size_t)(n ? n : 1) * sizeof *ranks);
@@ -389,6 +403,7 @@ void hvd_exec_response(hvd_ctx_t *ctx, hvd_pset_t *ps, const hvd_response_t *r,
   case HVD_MSG_ERROR:
     for (uint32_t i = 0; i < r->ntensors; i++) {
       hvd_entry_t *e = take(ps, r->names[i]);
+      tl_start(ctx, r, &e, 1);
       if (e) hvd_entry_complete(ctx, e, (hvd_status_t)r->status, r->error);
     }
     break;
@@ -400,6 +415,7 @@ void hvd_exec_response(hvd_ctx_t *ctx, hvd_pset_t *ps, const hvd_response_t *r,
   case HVD_MSG_BARRIER: {
     /* The coordinator answers only once every member asked: that is the barrier. */
     hvd_entry_t *e = take(ps, r->names[0]);
+    tl_start(ctx, r, &e, 1);
     if (e) hvd_entry_complete(ctx, e, HVD_OK, NULL);
     break;
   }

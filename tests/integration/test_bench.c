@@ -73,6 +73,15 @@ static void bench_job(int np, const char *args, int want_lines) {
     bench_job(np, "-c allreduce -a rd -d int32 -o prod " SIZES, 6);                      \
   }                                                                                      \
   Test(bench, allgather_np##np, .timeout = 150) { bench_job(np, "-c allgather " SIZES, 6); } \
+  Test(bench, allgather_bruck_np##np, .timeout = 150) {                                  \
+    bench_job(np, "-c allgather -a bruck -d int64 " SIZES, 6);                           \
+  }                                                                                      \
+  Test(bench, allreduce_shm_np##np, .timeout = 150) {                                    \
+    bench_job(np, "-c allreduce -a shm -o min -d float16 " SIZES, 6);                    \
+  }                                                                                      \
+  Test(bench, broadcast_scatter_np##np, .timeout = 150) {                                \
+    bench_job(np, "-c broadcast -a scatter_ring -r 0 -d uint8 " SIZES, 6);               \
+  }                                                                                      \
   Test(bench, broadcast_np##np, .timeout = 150) {                                        \
     bench_job(np, "-c broadcast -r 1 " SIZES, 6);                                        \
   }                                                                                      \
@@ -140,7 +149,8 @@ Test(bench, bad_arguments, .timeout = 60) {
   bad_args("-d float128", "float128");
   bad_args("-o xor", "xor");
   bad_args("-a butterfly", "butterfly");
-  bad_args("-c allgather -a rd", "-a chooses the allreduce algorithm");
+  bad_args("-c allgather -a rd", "-a rd cannot run allgather");
+  bad_args("-c alltoall -a ring", "-a ring cannot run alltoall");
   bad_args("-n 0", "-n");
   bad_args("-f 1", "-f");
   bad_args("-o avg", "runtime");

@@ -11,8 +11,11 @@
  *
  * Covered: allreduce ring / recursive doubling / tree for every dtype and op
  * (band/bor on integers), counts 0, n-1, n+1, 1000 and one large count spanning
- * many pipelined chunks, in place and out of place (alternating); broadcast from every root;
- * allgatherv and reduce-scatter with uneven and zero counts; alltoallv; barrier.
+ * many pipelined chunks, in place and out of place (alternating); broadcast (binomial,
+ * scatter + ring allgather, and the AUTO dispatcher) from every root with counts 0, 1,
+ * n-1, n+1, 1000 and many chunks; allgatherv (ring, Bruck, AUTO) with zero, single,
+ * fewer-than-n, uneven and large uneven counts, in place and out of place;
+ * reduce-scatter with uneven and zero counts; alltoallv; barrier.
  * n = 1 (no messages), 2, 3, 4 and 5 over shm, and 3 over tcp;ofi_rxm with a small
  * max_msg_size so that chunks are segmented by the transport.
  */
@@ -35,6 +38,7 @@
 #include "collectives/comm.h"
 #include "collectives/reduce.h"
 #include "collectives/reduce_scalar.h"
+#include "collectives/select.h"
 #include "common/log.h"
 #include "transport/transport.h"
 
@@ -206,49 +210,86 @@ static int battery_allreduce(hvd_comm_t *c) {
   return 0;
 }
 
+typedef hvd_status_t (*bcast_fn)(hvd_comm_t *, void *, size_t, hvd_dtype_t, int);
+static hvd_status_t bcast_auto(hvd_comm_t *c, void *buf, size_t count, hvd_dtype_t dt, int root) {
+  return hvd_coll_broadcast(c, HVD_ALGO_AUTO, 0, buf, count, dt, root);
+}
+
 static int battery_bcast(hvd_comm_t *c) {
-  const size_t counts[] = {0, 1, 1000, 600000};
-  for (int root = 0; root < c->size; root++)
-    for (size_t k = 0; k < sizeof counts / sizeof counts[0]; k++) {
-      size_t count = counts[k];
-      int32_t *buf = malloc(count * 4 + 4);
-      if (!buf) FAIL("malloc");
-      for (size_t i = 0; i < count; i++)
-        buf[i] = c->rank == root ? (int32_t)(i * 31 + (size_t)root) : -1;
-      COLL_OK(hvd_broadcast_binomial(c, buf, count, HVD_INT32, root));
-      for (size_t i = 0; i < count; i++)
-        if (buf[i] != (int32_t)(i * 31 + (size_t)root))
-          FAIL("broadcast root %d count %zu: element %zu is %d", root, count, i, buf[i]);
-      free(buf);
-    }
+  static const struct {
+    const char *name;
+    bcast_fn fn;
+  } algos[] = {{"binomial", hvd_broadcast_binomial},
+               {"scatter_ring", hvd_broadcast_scatter_ring},
+               {"auto", bcast_auto}};
+  const int n = c->size;
+  /* 0, 1, fewer than n (empty blocks), uneven blocks, many chunks per block */
+  const size_t counts[] = {0, 1, (size_t)n - 1, (size_t)n + 1, 1000, 2000003};
+  for (size_t a = 0; a < sizeof algos / sizeof algos[0]; a++)
+    for (int root = 0; root < n; root++)
+      for (size_t k = 0; k < sizeof counts / sizeof counts[0]; k++) {
+        size_t count = counts[k];
+        int32_t *buf = malloc(count * 4 + 4);
+        if (!buf) FAIL("malloc");
+        for (size_t i = 0; i <= count; i++)
+          buf[i] = c->rank == root && i < count ? (int32_t)(i * 31 + (size_t)root) : -1;
+        COLL_OK(algos[a].fn(c, buf, count, HVD_INT32, root));
+        for (size_t i = 0; i < count; i++)
+          if (buf[i] != (int32_t)(i * 31 + (size_t)root))
+            FAIL("broadcast %s root %d count %zu: element %zu is %d", algos[a].name, root,
+                 count, i, buf[i]);
+        if (buf[count] != -1)
+          FAIL("broadcast %s root %d count %zu: wrote past the end", algos[a].name, root, count);
+        free(buf);
+      }
   return 0;
 }
 
+typedef hvd_status_t (*allgatherv_fn)(hvd_comm_t *, const void *, void *, const size_t *,
+                                      hvd_dtype_t);
+static hvd_status_t allgatherv_auto(hvd_comm_t *c, const void *sb, void *rb,
+                                    const size_t *counts, hvd_dtype_t dt) {
+  return hvd_coll_allgatherv(c, HVD_ALGO_AUTO, 0, sb, rb, counts, dt);
+}
+
 static int battery_allgatherv(hvd_comm_t *c) {
+  static const struct {
+    const char *name;
+    allgatherv_fn fn;
+  } algos[] = {{"ring", hvd_allgatherv_ring}, {"bruck", hvd_allgatherv_bruck},
+               {"auto", allgatherv_auto}};
   const int n = c->size;
-  for (int shape = 0; shape < 3; shape++) {
-    size_t counts[MAX_RANKS], total = 0, mine_off = 0;
-    for (int j = 0; j < n; j++) {
-      counts[j] = shape == 0 ? (size_t)(j * 3 % 5)              /* some zero */
-                  : shape == 1 ? 0                               /* all empty */
-                               : 300000 + (size_t)j * 7;         /* large, uneven */
-      if (j < c->rank) mine_off += counts[j];
-      total += counts[j];
+  enum { SHAPES = 6 };
+  for (size_t a = 0; a < sizeof algos / sizeof algos[0]; a++)
+    for (int shape = 0; shape < SHAPES; shape++) {
+      size_t counts[MAX_RANKS], total = 0, mine_off = 0;
+      for (int j = 0; j < n; j++) {
+        counts[j] = shape == 0   ? (size_t)(j * 3 % 5)             /* some zero */
+                    : shape == 1 ? 0                                /* all empty */
+                    : shape == 2 ? 1                                /* one each */
+                    : shape == 3 ? (size_t)(j == n - 1)             /* fewer than n */
+                    : shape == 4 ? 1000 + (size_t)j * 13            /* uneven */
+                                 : 300000 + (size_t)j * 7;          /* large, uneven */
+        if (j < c->rank) mine_off += counts[j];
+        total += counts[j];
+      }
+      double *rb = malloc(total * 8 + 8), *sb = malloc(counts[c->rank] * 8 + 8);
+      if (!rb || !sb) FAIL("malloc");
+      for (size_t i = 0; i < counts[c->rank]; i++) sb[i] = c->rank * 1e6 + (double)i;
+      rb[total] = -7.0;
+      int in_place = (shape + (int)a) % 2;
+      if (in_place) memcpy(rb + mine_off, sb, counts[c->rank] * 8);
+      COLL_OK(algos[a].fn(c, in_place ? rb + mine_off : sb, rb, counts, HVD_FLOAT64));
+      size_t off = 0;
+      for (int j = 0; j < n; j++)
+        for (size_t i = 0; i < counts[j]; i++, off++)
+          if (rb[off] != j * 1e6 + (double)i)
+            FAIL("allgatherv %s shape %d%s: part of %d element %zu is %g", algos[a].name,
+                 shape, in_place ? " in place" : "", j, i, rb[off]);
+      if (rb[total] != -7.0) FAIL("allgatherv %s shape %d wrote past the end", algos[a].name, shape);
+      free(rb);
+      free(sb);
     }
-    double *rb = malloc(total * 8 + 8), *sb = malloc(counts[c->rank] * 8 + 8);
-    if (!rb || !sb) FAIL("malloc");
-    for (size_t i = 0; i < counts[c->rank]; i++) sb[i] = c->rank * 1e6 + (double)i;
-    int in_place = shape == 2;
-    if (in_place) memcpy(rb + mine_off, sb, counts[c->rank] * 8);
-    COLL_OK(hvd_allgatherv_ring(c, in_place ? rb + mine_off : sb, rb, counts, HVD_FLOAT64));
-    size_t off = 0;
-    for (int j = 0; j < n; j++)
-      for (size_t i = 0; i < counts[j]; i++, off++)
-        if (rb[off] != j * 1e6 + (double)i)
-          FAIL("allgatherv shape %d: part of %d element %zu is %g", shape, j, i, rb[off]);
-    free(rb);
-    free(sb);
-  }
   return 0;
 }
 

@@ -38,7 +38,7 @@
 static const char usage[] =
     "usage: hvd-bench [-c allreduce|allgather|broadcast|reducescatter|alltoall]\n"
     "                 [-b MINBYTES] [-e MAXBYTES] [-f FACTOR] [-d DTYPE] [-o sum|min|max|prod|avg]\n"
-    "                 [-a auto|ring|tree|rd] [-n ITERS] [-w WARMUP] [-r ROOT]\n"
+    "                 [-a ALGO] [-n ITERS] [-w WARMUP] [-r ROOT]\n"
     "                 [--mode raw|runtime] [--runtime-case small|mixed] [--tensors N]\n"
     "                 [--check 0|1] [--csv] [--barrier 0|1] [--bmem GBPS] [-h]\n";
 
@@ -53,7 +53,10 @@ static const char help[] =
     "  -d, --datatype     float16 bfloat16 float32 float64 int8 uint8 int32 int64\n"
     "                     (default float32)\n"
     "  -o, --op           sum min max prod (raw); avg too in runtime mode (default sum)\n"
-    "  -a, --algo         allreduce algorithm: auto (selection table), ring, tree, rd\n"
+    "  -a, --algo         algorithm (default auto: what the runtime would run, i.e. the\n"
+    "                     shared-memory arena for an allreduce on one host, else the\n"
+    "                     selection table). allreduce: ring tree rd shm; allgather: ring\n"
+    "                     bruck; broadcast: tree scatter_ring\n"
     "  -n, --iters        timed iterations per size (default: enough for 50 ms, >= 20)\n"
     "  -w, --warmup_iters untimed iterations per size first (default 5)\n"
     "  -r, --root         broadcast root (default 0)\n"
@@ -156,7 +159,7 @@ static void parse(int argc, char **argv, bench_opts_t *o) {
     } else if (IS("-a", "--algo")) {
       NEED();
       int al = hvd_algo_parse(v);
-      if (al < 0) die_usage("unknown algorithm '%s' (auto, ring, tree, rd)", v);
+      if (al < 0) die_usage("unknown algorithm '%s'", v);
       o->algo = (hvd_algo_t)al;
     } else if (IS("-n", "--iters")) {
       NEED();
@@ -209,9 +212,16 @@ static void parse(int argc, char **argv, bench_opts_t *o) {
     die_usage("%s: raw collectives have no average (it is sum + scale in the runtime); use "
               "--mode runtime", "-o avg");
   }
-  if (o->algo != HVD_ALGO_AUTO && o->coll != BENCH_ALLREDUCE)
-    die_usage("-a chooses the allreduce algorithm; %s has one algorithm",
-              bench_coll_names[o->coll]);
+  static const hvd_coll_kind_t kind[BENCH_COLL_COUNT] = {
+      [BENCH_ALLREDUCE] = HVD_COLL_ALLREDUCE, [BENCH_ALLGATHER] = HVD_COLL_ALLGATHER,
+      [BENCH_BROADCAST] = HVD_COLL_BROADCAST, [BENCH_REDUCESCATTER] = HVD_COLL_REDUCESCATTER,
+      [BENCH_ALLTOALL] = HVD_COLL_ALLTOALL};
+  if (!hvd_algo_supported(kind[o->coll], o->algo)) {
+    fprintf(stderr, "hvd-bench: error: -a %s cannot run %s (choices: %s)\n%s",
+            hvd_algo_name(o->algo), bench_coll_names[o->coll], hvd_algo_choices(kind[o->coll]),
+            usage);
+    exit(2);
+  }
   if (o->min_bytes > o->max_bytes) die_usage("-b is larger than -e%s", "");
   if (o->coll == BENCH_ALLREDUCE || o->coll == BENCH_REDUCESCATTER) {
     if (!hvd_reduce_supported(o->dtype, (hvd_op_t)o->op))
@@ -226,7 +236,7 @@ static void header(const bench_opts_t *o, hvd_ctx_t *ctx, double bmem, double co
   printf("# hvd-bench: %s, mode %s, %d rank%s, dtype %s, op %s", bench_coll_names[o->coll],
          o->mode == BENCH_MODE_RAW ? "raw" : "runtime", n, n == 1 ? "" : "s",
          hvd_dtype_name(o->dtype), bench_op_names[o->op]);
-  if (o->coll == BENCH_ALLREDUCE) printf(", algo %s", hvd_algo_name(o->algo));
+  printf(", algo %s", hvd_algo_name(o->algo));
   if (o->coll == BENCH_BROADCAST) printf(", root %d", o->root);
   printf("\n");
   const char *prov = n > 1 ? ctx->tp->ops->peer_provider(ctx->tp, (hvd_rank(ctx) + 1) % n) : "self";

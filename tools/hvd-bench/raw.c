@@ -53,8 +53,8 @@ static hvd_status_t run_once(hvd_comm_t *c, raw_job_t *j) {
   void *s = j->b->send, *r = j->b->recv;
   switch (j->coll) {
   case BENCH_ALLREDUCE: return hvd_coll_allreduce(c, j->algo, 0, s, r, j->count, dt, op);
-  case BENCH_BROADCAST: return hvd_broadcast_binomial(c, r, j->count, dt, j->o->root);
-  case BENCH_ALLGATHER: return hvd_allgatherv_ring(c, s, r, j->counts, dt);
+  case BENCH_BROADCAST: return hvd_coll_broadcast(c, j->algo, 0, r, j->count, dt, j->o->root);
+  case BENCH_ALLGATHER: return hvd_coll_allgatherv(c, j->algo, 0, s, r, j->counts, dt);
   case BENCH_REDUCESCATTER: return hvd_reducescatter_ring(c, s, r, j->counts, dt, op);
   case BENCH_ALLTOALL:
     return hvd_alltoallv_pairwise(c, s, j->counts, j->displs, r, j->counts, j->displs, dt);
@@ -84,6 +84,14 @@ static hvd_status_t on_bg(hvd_comm_t *c, void *arg) {
     }                                                                                    \
   } while (0)
 
+  /* The algorithm that really runs (AUTO resolved the way the dispatchers do). */
+  const size_t bytes = j->count * hvd_dtype_size(j->o->dtype);
+  if (j->coll == BENCH_ALLREDUCE)
+    j->res.algo = hvd_algo_name(hvd_allreduce_algo(c, j->algo, bytes, 0));
+  else if (j->coll == BENCH_ALLGATHER)
+    j->res.algo = hvd_algo_name(hvd_allgather_algo(c, j->algo, bytes * (size_t)n, 0));
+  else if (j->coll == BENCH_BROADCAST)
+    j->res.algo = hvd_algo_name(hvd_broadcast_algo(c, j->algo, bytes, 0));
   for (int k = 0; k < n; k++) {
     j->counts[k] = j->count;
     j->displs[k] = (size_t)k * j->count;
@@ -139,18 +147,8 @@ static hvd_status_t on_bg(hvd_comm_t *c, void *arg) {
 }
 
 hvd_status_t bench_raw_run(hvd_ctx_t *ctx, raw_job_t *j) {
-  const int n = hvd_size(ctx);
-  const size_t bytes = j->count * hvd_dtype_size(j->o->dtype);
-  switch (j->coll) {
-  case BENCH_ALLREDUCE:
-    j->res.algo = hvd_algo_name(j->algo != HVD_ALGO_AUTO
-                                    ? j->algo
-                                    : hvd_algo_select(HVD_COLL_ALLREDUCE, bytes, n, 0));
-    break;
-  case BENCH_BROADCAST: j->res.algo = "binomial"; break;
-  case BENCH_ALLTOALL: j->res.algo = "pairwise"; break;
-  default: j->res.algo = "ring"; break;
-  }
+  /* allreduce, allgather, broadcast: set on the background thread */
+  j->res.algo = j->coll == BENCH_ALLTOALL ? "pairwise" : "ring";
   j->err[0] = '\0';
   return hvd_run_on_bg(ctx, on_bg, j);
 }

@@ -142,8 +142,17 @@ static int cmd_summary(int argc, char **argv) {
       rc = 1;
       goto out;
     }
-    printf("%s: %s%d, %.3f s recorded, %zu events\n", t->path, t->rank >= 0 ? "rank " : "file ",
-           t->rank >= 0 ? t->rank : f, (t->tmax - t->tmin) / 1e6, t->nev);
+    const json_t *ranks = json_get(t->other, "ranks"); /* a merged file */
+    printf("%s: ", t->path);
+    if (t->rank >= 0) {
+      printf("rank %d", t->rank);
+    } else if (ranks && ranks->type == JSON_ARRAY) {
+      printf("merged, ranks");
+      for (size_t k = 0; k < ranks->n; k++) printf("%s%.0f", k ? "," : " ", ranks->items[k].num);
+    } else {
+      printf("file %d", f);
+    }
+    printf(", %.3f s recorded, %zu events\n", (t->tmax - t->tmin) / 1e6, t->nev);
     for (size_t i = 0; i < t->nev; i++)
       if (strcmp(t->ev[i].name, "TIMELINE_TRUNCATED") == 0)
         printf("  warning: truncated at HVD_TIMELINE_MAX_MB (%.0f bytes): later events are missing\n",

@@ -4,9 +4,11 @@
  * HTML page around the same SVG with a tooltip script. Nothing is loaded from the
  * network.
  *
- * Dense traces stay light: within a row, consecutive boxes of the same phase that are
- * narrower than a pixel and touch are drawn as one box (its tooltip says how many),
- * and ticks closer than a pixel to the previous one are skipped.
+ * Dense traces stay light: boxes narrower than a pixel are not drawn one by one; per
+ * row and pixel column the phase with the most time in them is drawn, runs of equal
+ * columns as one box (its tooltip says how many spans it stands for). Ticks closer
+ * than a pixel to the previous one are skipped. So the output grows with rows x width,
+ * not with the length of the trace.
  */
 #include "render.h"
 
@@ -17,7 +19,7 @@
 
 #define LABEL_W 250
 #define MAX_ROWS 2000
-#define LEGEND_COLS 5
+#define LEGEND_W 230 /* a legend entry */
 
 /* ---- text escaping ------------------------------------------------------------------ */
 
@@ -94,19 +96,13 @@ static double nice_step(double range, int want) {
 }
 
 static void fmt_time(char *b, size_t n, double us, double step) {
+  if (fabs(us) < step * 1e-6) us = 0; /* not "-0" */
   if (step >= 1e6) snprintf(b, n, "%.*f s", step >= 1e6 * 10 ? 0 : 1, us / 1e6);
   else if (step >= 1e3) snprintf(b, n, "%.*f ms", step >= 1e4 ? 0 : step >= 1e3 ? 0 : 1, us / 1e3);
   else snprintf(b, n, "%.*f ms", step >= 100 ? 1 : step >= 10 ? 2 : 3, us / 1e3);
 }
 
 /* ---- render ----------------------------------------------------------------------- */
-
-typedef struct pend {
-  int active;
-  size_t phase, count, first;
-  double x0, x1, t0, t1;
-  int open;
-} pend_t;
 
 typedef struct ctx {
   FILE *o;
@@ -120,6 +116,8 @@ typedef struct ctx {
   double scale;
   int plot_x, plot_w, row_h, top;
   size_t rects;
+  double *col_time; /* [plot_w][nphases]: time of sub-pixel boxes per column and phase */
+  unsigned *col_n;  /* [plot_w]: how many */
 } rctx_t;
 
 static size_t phase_index(rctx_t *c, const char *name) {
@@ -136,20 +134,18 @@ static double xof(const rctx_t *c, double t) {
 
 static int in_window(const rctx_t *c, double t0, double t1) { return t1 >= c->tmin && t0 <= c->tmax; }
 
-static void flush_rect(rctx_t *c, pend_t *p, size_t row) {
-  if (!p->active) return;
-  const tspan_t *s = &c->t->spans[p->first];
+/* One span, a pixel or wider (or unfinished), as a box. */
+static void box(rctx_t *c, const tspan_t *s, size_t ph, size_t row, double x0, double x1) {
   double y = c->top + (double)row * c->row_h + 2 + s->depth * 2;
   double h = c->row_h - 4 - s->depth * 2;
   if (h < 2) h = 2;
-  double w = p->x1 - p->x0;
+  double w = x1 - x0;
   if (w < 0.6) w = 0.6;
-  fprintf(c->o, "<rect class=\"p%zu%s\" x=\"%.1f\" y=\"%.1f\" width=\"%.2f\" height=\"%.1f\"", p->phase,
-          p->open ? " open" : "", p->x0, y, w, h);
+  fprintf(c->o, "<rect class=\"p%zu%s\" x=\"%.1f\" y=\"%.1f\" width=\"%.2f\" height=\"%.1f\"", ph,
+          s->closed ? "" : " open", x0, y, w, h);
   if (!c->svg) {
-    fprintf(c->o, " data-t=\"%.3f\" data-d=\"%.3f\"", (p->t0 - c->origin) / 1e3, (p->t1 - p->t0) / 1e3);
-    if (p->count > 1) fprintf(c->o, " data-n=\"%zu\"", p->count);
-    if (p->count == 1 && s->args) {
+    fprintf(c->o, " data-t=\"%.3f\" data-d=\"%.3f\"", (s->t0 - c->origin) / 1e3, (s->t1 - s->t0) / 1e3);
+    if (s->args) {
       char *buf = NULL;
       size_t len = 0;
       FILE *m = open_memstream(&buf, &len);
@@ -165,17 +161,61 @@ static void flush_rect(rctx_t *c, pend_t *p, size_t row) {
     fputs("/>", c->o);
   } else {
     fputs("><title>", c->o);
-    xml_put(c->o, c->phases[p->phase], 0);
-    if (p->count > 1)
-      fprintf(c->o, " \xc3\x97%zu: %.3f ms from %.3f ms", p->count, (p->t1 - p->t0) / 1e3,
-              (p->t0 - c->origin) / 1e3);
-    else
-      fprintf(c->o, ": %.3f ms at %.3f ms", (p->t1 - p->t0) / 1e3, (p->t0 - c->origin) / 1e3);
-    if (p->open) fputs(" (unfinished)", c->o);
+    xml_put(c->o, c->phases[ph], 0);
+    fprintf(c->o, ": %.3f ms at %.3f ms", (s->t1 - s->t0) / 1e3, (s->t0 - c->origin) / 1e3);
+    if (!s->closed) fputs(" (unfinished)", c->o);
     fputs("</title></rect>", c->o);
   }
   c->rects++;
-  p->active = 0;
+}
+
+/* A run of pixel columns [c0, c1) whose sub-pixel boxes are mostly phase ph. */
+static void column_run(rctx_t *c, size_t row, int c0, int c1, size_t ph, unsigned n) {
+  double y = c->top + (double)row * c->row_h + 2, h = c->row_h - 4;
+  double t0 = c->tmin + c0 / c->scale, t1 = c->tmin + c1 / c->scale;
+  fprintf(c->o, "<rect class=\"p%zu\" x=\"%d\" y=\"%.1f\" width=\"%d\" height=\"%.1f\"", ph,
+          c->plot_x + c0, y, c1 - c0, h < 2 ? 2 : h);
+  if (!c->svg) {
+    fprintf(c->o, " data-t=\"%.3f\" data-d=\"%.3f\" data-n=\"%u\" data-m=\"1\"/>", (t0 - c->origin) / 1e3,
+            (t1 - t0) / 1e3, n);
+  } else {
+    fputs("><title>mostly ", c->o);
+    xml_put(c->o, c->phases[ph], 0);
+    fprintf(c->o, ": %u short spans in %.3f to %.3f ms</title></rect>", n, (t0 - c->origin) / 1e3,
+            (t1 - c->origin) / 1e3);
+  }
+  c->rects++;
+}
+
+/* Draw the row's sub-pixel boxes: per column the phase with the most time, runs of
+ * equal columns as one box. Clears the columns. */
+static void flush_columns(rctx_t *c, size_t row) {
+  int run0 = -1;
+  size_t run_ph = 0;
+  unsigned run_n = 0;
+  for (int col = 0; col <= c->plot_w; col++) {
+    size_t best = (size_t)-1;
+    if (col < c->plot_w && c->col_n[col] > 0) {
+      double *tm = &c->col_time[(size_t)col * c->nphases];
+      best = 0;
+      for (size_t k = 1; k < c->nphases; k++)
+        if (tm[k] > tm[best]) best = k;
+    }
+    if (run0 >= 0 && best != run_ph) {
+      column_run(c, row, run0, col, run_ph, run_n);
+      run0 = -1;
+    }
+    if (best != (size_t)-1) {
+      if (run0 < 0) {
+        run0 = col;
+        run_ph = best;
+        run_n = 0;
+      }
+      run_n += c->col_n[col];
+      memset(&c->col_time[(size_t)col * c->nphases], 0, c->nphases * sizeof *c->col_time);
+      c->col_n[col] = 0;
+    }
+  }
 }
 
 int render(const trace_t *t, const char *path, int svg, int width, double from_ms, double to_ms) {
@@ -232,7 +272,14 @@ int render(const trace_t *t, const char *path, int svg, int width, double from_m
   c.plot_x = LABEL_W;
   c.plot_w = width - LABEL_W - 40;
   c.scale = c.plot_w / (c.tmax - c.tmin);
-  int legend_rows = 1 + (int)c.nphases / LEGEND_COLS;
+  c.col_time = calloc((size_t)c.plot_w * (c.nphases ? c.nphases : 1), sizeof *c.col_time);
+  c.col_n = calloc((size_t)c.plot_w, sizeof *c.col_n);
+  if (c.col_time == NULL || c.col_n == NULL) {
+    fprintf(stderr, "hvd-timeline: out of memory\n");
+    goto out;
+  }
+  int legend_cols = (width - 16) / LEGEND_W;
+  int legend_rows = 1 + (int)c.nphases / legend_cols;
   int title_h = 42, legend_h = legend_rows * 18 + 6, axis_h = 26;
   c.top = title_h + legend_h + axis_h;
   int height = c.top + (int)rows * c.row_h + 24;
@@ -290,7 +337,8 @@ int render(const trace_t *t, const char *path, int svg, int width, double from_m
   /* Legend. */
   fputs("<g id=\"legend\">", o);
   for (size_t i = 0; i <= c.nphases; i++) {
-    int lx = 8 + (int)(i % LEGEND_COLS) * 230, ly = title_h + (int)(i / LEGEND_COLS) * 18;
+    int lx = 8 + (int)(i % (size_t)legend_cols) * LEGEND_W;
+    int ly = title_h + (int)(i / (size_t)legend_cols) * 18;
     if (i < c.nphases) {
       fprintf(o, "<rect class=\"p%zu\" x=\"%d\" y=\"%d\" width=\"14\" height=\"11\"/>", i, lx, ly);
       fprintf(o, "<text x=\"%d\" y=\"%d\">", lx + 19, ly + 10);
@@ -356,24 +404,22 @@ int render(const trace_t *t, const char *path, int svg, int width, double from_m
       xml_put(o, name, c.row_h >= 12 ? 36 : 48);
       fputs("</text>", o);
     }
-    pend_t p = {0};
     for (size_t k = si; k < t->nspans && t->spans[k].lane == l; k++) {
       const tspan_t *s = &t->spans[k];
       if (!in_window(&c, s->t0, s->t1)) continue;
       size_t ph = phase_index(&c, s->name);
       double x0 = xof(&c, s->t0), x1 = xof(&c, s->t1);
-      if (p.active && p.phase == ph && x1 - x0 < 1 && p.x1 - p.x0 < 1.5 && x0 <= p.x1 + 1 &&
-          !p.open && s->closed && s->depth == c.t->spans[p.first].depth) {
-        if (x1 > p.x1) p.x1 = x1;
-        if (s->t1 > p.t1) p.t1 = s->t1;
-        p.count++;
+      if (x1 - x0 < 1 && s->closed) { /* into its pixel column */
+        int col = (int)(x0 - c.plot_x);
+        if (col >= c.plot_w) col = c.plot_w - 1;
+        if (col < 0) col = 0;
+        c.col_time[(size_t)col * c.nphases + ph] += (s->t1 - s->t0) + 1e-3; /* instants count */
+        c.col_n[col]++;
         continue;
       }
-      flush_rect(&c, &p, row);
-      p = (pend_t){.active = 1, .phase = ph, .count = 1, .first = k, .x0 = x0, .x1 = x1,
-                   .t0 = s->t0, .t1 = s->t1, .open = !s->closed};
+      box(&c, s, ph, row, x0, x1);
     }
-    flush_rect(&c, &p, row);
+    flush_columns(&c, row);
     double last = -1e9;
     for (size_t k = ii; k < t->ninsts && t->insts[k].lane == l; k++) {
       const tinst_t *in = &t->insts[k];
@@ -423,7 +469,7 @@ int render(const trace_t *t, const char *path, int svg, int width, double from_m
           "  const lane=LANES[g.dataset.lane];\n"
           "  if(el.dataset.t!==undefined){\n"
           "    const ph=PHASES[parseInt(el.getAttribute('class').slice(1),10)];\n"
-          "    let s=lane+'\\n'+ph+(el.dataset.n?' \\u00d7'+el.dataset.n:'')+\n"
+          "    let s=lane+'\\n'+(el.dataset.m?'mostly '+ph+', '+el.dataset.n+' short spans':ph)+\n"
           "      (el.classList.contains('open')?' (unfinished)':'')+'\\n'+\n"
           "      'start '+el.dataset.t+' ms, duration '+el.dataset.d+' ms';\n"
           "    if(el.dataset.a)s+='\\n'+el.dataset.a;\n"
@@ -447,6 +493,8 @@ int render(const trace_t *t, const char *path, int svg, int width, double from_m
   printf("rendered %zu rows, %zu boxes, %zu phases into %s\n", rows, c.rects, c.nphases, path);
   rc = 0;
 out:
+  free(c.col_time);
+  free(c.col_n);
   free(c.phases);
   free(c.lane_row);
   return rc;
