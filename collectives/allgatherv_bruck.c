@@ -57,7 +57,7 @@ hvd_status_t hvd_allgatherv_bruck(hvd_comm_t *c, const void *sendbuf, void *recv
   if (tmp != rb) {
     /* Positions [0, n-r) are blocks r..n-1, positions [n-r, n) are blocks 0..r-1. */
     memcpy(rb + own * es, tmp, (total - own) * es);
-    memcpy(rb, tmp, own * es);
+    memcpy(rb, tmp + (total - own) * es, own * es);
   }
   return HVD_OK;
 }

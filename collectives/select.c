@@ -62,11 +62,22 @@ static const hvd_algo_rule_t rules[] = {
     {HVD_COLL_ALLREDUCE, 1u << 20, 4, 4, 0, HVD_ALGO_RD},
     {HVD_COLL_ALLREDUCE, 16 * 1024, 1, 1 << 20, -1, HVD_ALGO_RD},
     {HVD_COLL_ALLREDUCE, (size_t)-1, 1, 1 << 20, -1, HVD_ALGO_RING},
-    /* allgather: bytes = the gathered total. With 2 ranks both are one exchange. */
-    {HVD_COLL_ALLGATHER, 64 * 1024, 3, 1 << 20, -1, HVD_ALGO_BRUCK},
+    /* Allgather, bytes = the gathered total; ring and bruck interleaved on the 2-core
+     * VM, 2-4 runs (docs/performance.md, "Algorithm selection: allgather and
+     * broadcast"). np=2: one exchange either way, and the ring copies nothing (even up
+     * to 4 KiB, ring up to 1.4x ahead above). np=3: both take 2 steps; bruck 0.81-0.96
+     * of ring up to 16 KiB, even at 32-64 KiB, behind from 256 KiB (its copy in and
+     * rotation out). np=4,5: bruck ahead up to 1 MiB (26 of 28 runs at 32 KiB-1 MiB),
+     * behind from 2-4 MiB. Measured with ranks > cores, which favours fewer rounds;
+     * MPICH switches at 80 KiB. */
+    {HVD_COLL_ALLGATHER, 16 * 1024, 3, 3, -1, HVD_ALGO_BRUCK},
+    {HVD_COLL_ALLGATHER, 1024 * 1024, 4, 1 << 20, -1, HVD_ALGO_BRUCK},
     {HVD_COLL_ALLGATHER, (size_t)-1, 1, 1 << 20, -1, HVD_ALGO_RING},
-    /* broadcast: with 2 ranks the binomial tree is one message, never worse. */
-    {HVD_COLL_BROADCAST, 256 * 1024, 1, 1 << 20, -1, HVD_ALGO_TREE},
+    /* Broadcast, bytes = the vector: the binomial tree 1.3-3.5x faster up to 1 MiB at
+     * np=2..5, still ahead at 2 MiB; scatter_ring 0.72-0.97 of it at 4-16 MiB for
+     * np=4,5 (even at 4 MiB, ahead from 8 MiB for np=3). With 2 ranks the tree is one
+     * message, and scatter_ring never measurably better. */
+    {HVD_COLL_BROADCAST, 2 * 1024 * 1024, 1, 1 << 20, -1, HVD_ALGO_TREE},
     {HVD_COLL_BROADCAST, (size_t)-1, 3, 1 << 20, -1, HVD_ALGO_SCATTER_RING},
     {HVD_COLL_BROADCAST, (size_t)-1, 1, 2, -1, HVD_ALGO_TREE},
 };

@@ -51,6 +51,11 @@ static const hvd_config_field_t fields[] = {
      "microseconds an idle background thread polls before it starts to sleep"},
     {"HVD_ALLREDUCE_ALGO", NULL, HVD_CFG_STRING, "auto", 0, 0, OFF(allreduce_algo),
      "allreduce algorithm: auto (by size, from the selection table), ring, tree, rd"},
+    {"HVD_ALLGATHER_ALGO", NULL, HVD_CFG_STRING, "auto", 0, 0, OFF(allgather_algo),
+     "allgather algorithm: auto (by gathered size, from the selection table), ring, bruck"},
+    {"HVD_BROADCAST_ALGO", NULL, HVD_CFG_STRING, "auto", 0, 0, OFF(broadcast_algo),
+     "broadcast algorithm: auto (by size, from the selection table), tree (binomial), "
+     "scatter_ring (scatter + ring allgather)"},
     {"HVD_TIMELINE", "HOROVOD_TIMELINE", HVD_CFG_STRING, "", 0, 0, OFF(timeline),
      "write a Chrome trace of every tensor to this file (rank 0; see HVD_TIMELINE_ALL_RANKS)"},
     {"HVD_TIMELINE_MARK_CYCLES", "HOROVOD_TIMELINE_MARK_CYCLES", HVD_CFG_BOOL, "0", 0, 1,

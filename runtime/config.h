@@ -38,6 +38,8 @@ typedef struct hvd_config {
   long stall_check_disable;
   double spin_us;
   char allreduce_algo[HVD_CFG_STR_MAX];
+  char allgather_algo[HVD_CFG_STR_MAX];
+  char broadcast_algo[HVD_CFG_STR_MAX];
   char timeline[HVD_CFG_STR_MAX];
   long timeline_mark_cycles;
   long timeline_all_ranks;

@@ -299,14 +299,27 @@ hvd_status_t hvd_init(hvd_ctx_t **out) {
   }
 
   {
-    int a = hvd_algo_parse(ctx->cfg.allreduce_algo);
-    if (a < 0) {
-      rc = HVD_ERR_INVALID_PARAM;
-      hvd_err_set(&err, "HVD_ALLREDUCE_ALGO=\"%s\" is not valid: expected one of auto, ring, "
-                        "tree, rd", ctx->cfg.allreduce_algo);
-      goto fail;
+    /* Every rank must run the same algorithm: these must be equal on every rank. */
+    static const struct {
+      const char *var;
+      size_t off;
+      hvd_coll_kind_t coll;
+    } algo_vars[] = {
+        {"HVD_ALLREDUCE_ALGO", offsetof(hvd_config_t, allreduce_algo), HVD_COLL_ALLREDUCE},
+        {"HVD_ALLGATHER_ALGO", offsetof(hvd_config_t, allgather_algo), HVD_COLL_ALLGATHER},
+        {"HVD_BROADCAST_ALGO", offsetof(hvd_config_t, broadcast_algo), HVD_COLL_BROADCAST},
+    };
+    for (size_t i = 0; i < sizeof algo_vars / sizeof algo_vars[0]; i++) {
+      const char *v = (const char *)&ctx->cfg + algo_vars[i].off;
+      int a = hvd_algo_parse(v);
+      if (a < 0 || !hvd_algo_supported(algo_vars[i].coll, (hvd_algo_t)a)) {
+        rc = HVD_ERR_INVALID_PARAM;
+        hvd_err_set(&err, "%s=\"%s\" is not valid: expected one of %s", algo_vars[i].var, v,
+                    hvd_algo_choices(algo_vars[i].coll));
+        goto fail;
+      }
     }
-    ctx->allreduce_algo = a;
+    ctx->allreduce_algo = hvd_algo_parse(ctx->cfg.allreduce_algo);
   }
   if (ctx->id.size > 1) {
     char key[64];

@@ -256,9 +256,13 @@ static void exec_allgather(hvd_ctx_t *ctx, hvd_pset_t *ps, const hvd_response_t 
       send = out + off * es;
     }
     {
+      /* HVD_ALLGATHER_ALGO was validated at init; the same on every rank. */
+      int remote = ctx->id.local_size < ctx->id.size;
+      hvd_algo_t algo = hvd_allgather_algo(
+          &ps->comm, (hvd_algo_t)hvd_algo_parse(ctx->cfg.allgather_algo), total * es, remote);
       uint64_t c0 = hvd_now_ns();
-      rc = hvd_allgatherv_ring(&ps->comm, send, out, counts, dt);
-      tl_op(ctx, r, &e, 1, "ring", 0, c0, hvd_now_ns());
+      rc = hvd_coll_allgatherv(&ps->comm, algo, remote, send, out, counts, dt);
+      tl_op(ctx, r, &e, 1, hvd_algo_name(algo), total * es, c0, hvd_now_ns());
     }
   }
   atomic_fetch_add(&ctx->st_collectives, 1);
@@ -320,9 +324,13 @@ static void exec_broadcast(hvd_ctx_t *ctx, hvd_pset_t *ps, const hvd_response_t 
   if (buf != NULL) {
     if (e && ps->me == r->root && e->sendbuf && e->sendbuf != buf) memcpy(buf, e->sendbuf, count * es);
     {
+      /* HVD_BROADCAST_ALGO was validated at init; the same on every rank. */
+      int remote = ctx->id.local_size < ctx->id.size;
+      hvd_algo_t algo = hvd_broadcast_algo(
+          &ps->comm, (hvd_algo_t)hvd_algo_parse(ctx->cfg.broadcast_algo), count * es, remote);
       uint64_t c0 = hvd_now_ns();
-      rc = hvd_broadcast_binomial(&ps->comm, buf, count, dt, r->root);
-      tl_op(ctx, r, &e, 1, "binomial", 0, c0, hvd_now_ns());
+      rc = hvd_coll_broadcast(&ps->comm, algo, remote, buf, count, dt, r->root);
+      tl_op(ctx, r, &e, 1, hvd_algo_name(algo), count * es, c0, hvd_now_ns());
     }
   }
   atomic_fetch_add(&ctx->st_collectives, 1);

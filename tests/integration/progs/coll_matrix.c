@@ -3,6 +3,9 @@
  * x dtype x reduction x rank count x count, exact and bit-identical). It calls the
  * algorithms directly, on the background thread (hvd_run_on_bg), so the runtime's
  * negotiation is not involved: this tests collectives/ over the real transport.
+ * Every algorithm of each collective runs (allreduce ring, tree, rd, shm; broadcast
+ * tree, scatter_ring; allgatherv ring, bruck), and broadcast and allgatherv once more
+ * through the AUTO dispatcher and the selection table.
  *
  *   coll_matrix [--counts LIST] [--sample K] [--seed S]
  * LIST: comma-separated counts; N-1, N, N+1 mean relative to the rank count.
@@ -11,6 +14,16 @@
  * reduction is exact in every dtype (float16/bfloat16 included) and any order of
  * operations gives the same bits; the reference is computed in double.
  * Prints "MATRIX OK <cases>" and exits 0, or the first wrong elements and exits 1.
+ *
+ *   coll_matrix --sweep allgather|broadcast [--sizes LIST]
+ * times the two algorithms of the collective (ring/bruck, tree/scatter_ring) on
+ * float32 vectors of each size in bytes (allgather: the gathered total, split evenly;
+ * broadcast: the vector, root rotating). The algorithms alternate iteration by
+ * iteration, each after a barrier, so background load hits both alike (this machine
+ * is shared and has 2 cores); an iteration's time is the slowest rank's. Rank 0
+ * prints one line per size: medians, minima, and how often the second algorithm won.
+ * The selection thresholds in collectives/select.c come from this
+ * (docs/performance.md).
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -21,6 +34,7 @@
 #include "collectives/reduce.h"
 #include "collectives/ring.h"
 #include "collectives/select.h"
+#include "common/util.h"
 #include "hvd.h"
 #include "runtime/ctx.h"
 
@@ -138,8 +152,19 @@ static hvd_status_t run_job(hvd_comm_t *c, void *arg) {
       return hvd_allreduce_shm(c, j->in, j->out, j->count, j->dt, j->op);
     default: return HVD_ERR_INVALID_PARAM;
     }
-  case C_BROADCAST: return hvd_broadcast_binomial(c, j->out, j->count, j->dt, j->root);
-  case C_ALLGATHERV: return hvd_allgatherv_ring(c, j->in, j->out, j->c1, j->dt);
+  case C_BROADCAST:
+    switch (j->algo) {
+    case HVD_ALGO_TREE: return hvd_broadcast_binomial(c, j->out, j->count, j->dt, j->root);
+    case HVD_ALGO_SCATTER_RING:
+      return hvd_broadcast_scatter_ring(c, j->out, j->count, j->dt, j->root);
+    default: return hvd_coll_broadcast(c, j->algo, 0, j->out, j->count, j->dt, j->root);
+    }
+  case C_ALLGATHERV:
+    switch (j->algo) {
+    case HVD_ALGO_RING: return hvd_allgatherv_ring(c, j->in, j->out, j->c1, j->dt);
+    case HVD_ALGO_BRUCK: return hvd_allgatherv_bruck(c, j->in, j->out, j->c1, j->dt);
+    default: return hvd_coll_allgatherv(c, j->algo, 0, j->in, j->out, j->c1, j->dt);
+    }
   case C_REDUCESCATTER: return hvd_reducescatter_ring(c, j->in, j->out, j->c1, j->dt, j->op);
   case C_ALLTOALLV: return hvd_alltoallv_pairwise(c, j->in, j->c1, j->d1, j->out, j->c2, j->d2, j->dt);
   case C_BARRIER: return hvd_barrier_dissemination(c);
@@ -190,7 +215,7 @@ static void run_case(hvd_ctx_t *ctx, coll_t coll, hvd_algo_t algo, hvd_dtype_t d
       nout += c2[r];
     }
   } else if (coll == C_BROADCAST) {
-    j.root = (int)(count % (size_t)N);
+    j.root = (int)((count + (size_t)algo) % (size_t)N); /* roots vary with count and algo */
   }
   j.in = malloc(nin * es + 8);
   j.out = malloc(nout * es + 8);
@@ -253,13 +278,114 @@ static void run_case(hvd_ctx_t *ctx, coll_t coll, hvd_algo_t algo, hvd_dtype_t d
   free(j.out);
 }
 
+/* ---- --sweep: interleaved timing of two algorithms --------------------------------- */
+
+typedef struct sweep {
+  coll_t coll;
+  hvd_algo_t algo[2];
+  size_t bytes;
+  int iters;
+  double *t[2]; /* per iteration, seconds; then the slowest rank's */
+} sweep_t;
+
+static hvd_status_t sweep_bg(hvd_comm_t *c, void *arg) {
+  sweep_t *w = arg;
+  const int n = c->size;
+  size_t count = w->bytes / 4, counts[64];
+  for (int r = 0; r < n; r++) counts[r] = hvd_block_count(count, n, r);
+  float *buf = calloc(count + 1, 4), *in = calloc(counts[c->rank] + 1, 4);
+  if (buf == NULL || in == NULL) {
+    free(buf);
+    free(in);
+    return HVD_ERR_NO_MEMORY;
+  }
+  hvd_status_t rc = HVD_OK;
+  for (int it = -2; it < w->iters && rc == HVD_OK; it++) { /* two warm-up rounds */
+    for (int k = 0; k < 2 && rc == HVD_OK; k++) {
+      int a = (it + k) & 1; /* alternate which goes first */
+      rc = hvd_barrier_dissemination(c);
+      if (rc != HVD_OK) break;
+      uint64_t t0 = hvd_now_ns();
+      if (w->coll == C_ALLGATHERV)
+        rc = hvd_coll_allgatherv(c, w->algo[a], 0, in, buf, counts, HVD_FLOAT32);
+      else
+        rc = hvd_coll_broadcast(c, w->algo[a], 0, buf, count, HVD_FLOAT32, (it + 2) % n);
+      if (it >= 0) w->t[a][it] = (double)(hvd_now_ns() - t0) * 1e-9;
+    }
+  }
+  for (int a = 0; a < 2 && rc == HVD_OK; a++)
+    rc = hvd_coll_allreduce(c, HVD_ALGO_AUTO, 0, w->t[a], w->t[a], (size_t)w->iters,
+                            HVD_FLOAT64, HVD_MAX);
+  free(buf);
+  free(in);
+  return rc;
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+static int sweep(hvd_ctx_t *ctx, const char *what, const char *sizes) {
+  sweep_t w = {0};
+  if (!strcmp(what, "allgather")) {
+    w.coll = C_ALLGATHERV;
+    w.algo[0] = HVD_ALGO_RING;
+    w.algo[1] = HVD_ALGO_BRUCK;
+  } else if (!strcmp(what, "broadcast")) {
+    w.coll = C_BROADCAST;
+    w.algo[0] = HVD_ALGO_TREE;
+    w.algo[1] = HVD_ALGO_SCATTER_RING;
+  } else {
+    fprintf(stderr, "coll_matrix: --sweep allgather|broadcast\n");
+    return 2;
+  }
+  if (R == 0)
+    printf("SWEEP %s np %d: bytes | %s median min (us) | %s median min (us) | "
+           "median ratio %s/%s | %s won\n",
+           what, N, hvd_algo_name(w.algo[0]), hvd_algo_name(w.algo[1]),
+           hvd_algo_name(w.algo[1]), hvd_algo_name(w.algo[0]), hvd_algo_name(w.algo[1]));
+  char *sl = strdup(sizes);
+  for (char *cs = strtok(sl, ","); cs; cs = strtok(NULL, ",")) {
+    w.bytes = (size_t)strtoull(cs, NULL, 10);
+    /* the same on every rank: derived from the size alone */
+    w.iters = w.bytes <= 65536 ? 300 : w.bytes <= 1048576 ? 100 : w.bytes <= 8388608 ? 30 : 12;
+    w.t[0] = calloc((size_t)w.iters, sizeof(double));
+    w.t[1] = calloc((size_t)w.iters, sizeof(double));
+    hvd_status_t rc = hvd_run_on_bg(ctx, sweep_bg, &w);
+    if (rc != HVD_OK) {
+      fprintf(stderr, "rank %d: sweep %zu: %s\n", R, w.bytes, hvd_status_string(rc));
+      return 1;
+    }
+    int won = 0;
+    for (int i = 0; i < w.iters; i++) won += w.t[1][i] < w.t[0][i];
+    double med[2], mn[2];
+    for (int a = 0; a < 2; a++) {
+      qsort(w.t[a], (size_t)w.iters, sizeof(double), cmp_double);
+      med[a] = w.t[a][w.iters / 2] * 1e6;
+      mn[a] = w.t[a][0] * 1e6;
+    }
+    if (R == 0)
+      printf("SWEEP %s np %d: %10zu | %9.1f %9.1f | %9.1f %9.1f | %5.2f | %3d%%\n", what, N,
+             w.bytes, med[0], mn[0], med[1], mn[1], med[1] / med[0], 100 * won / w.iters);
+    free(w.t[0]);
+    free(w.t[1]);
+  }
+  free(sl);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   const char *counts = "0,1,N-1,N,N+1,99991,4194307";
   int sample = 16, seed = 1;
+  const char *sweep_what = NULL;
+  const char *sweep_sizes = "64,256,1024,4096,16384,65536,262144,1048576,4194304,16777216";
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--counts") && i + 1 < argc) counts = argv[++i];
     else if (!strcmp(argv[i], "--sample") && i + 1 < argc) sample = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--seed") && i + 1 < argc) seed = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--sweep") && i + 1 < argc) sweep_what = argv[++i];
+    else if (!strcmp(argv[i], "--sizes") && i + 1 < argc) sweep_sizes = argv[++i];
     else {
       fprintf(stderr, "coll_matrix: unknown argument %s\n", argv[i]);
       return 2;
@@ -269,7 +395,15 @@ int main(int argc, char **argv) {
   if (hvd_init(&ctx) != HVD_OK) return 1;
   R = hvd_rank(ctx);
   N = hvd_size(ctx);
+  if (sweep_what != NULL) {
+    int rc = N <= 64 ? sweep(ctx, sweep_what, sweep_sizes) : 2;
+    hvd_shutdown(ctx);
+    return rc;
+  }
   const hvd_algo_t algos[] = {HVD_ALGO_RING, HVD_ALGO_TREE, HVD_ALGO_RD, HVD_ALGO_SHM};
+  /* AUTO last: the dispatcher and the selection table */
+  const hvd_algo_t bcast_algos[] = {HVD_ALGO_TREE, HVD_ALGO_SCATTER_RING, HVD_ALGO_AUTO};
+  const hvd_algo_t gather_algos[] = {HVD_ALGO_RING, HVD_ALGO_BRUCK, HVD_ALGO_AUTO};
   const hvd_op_t ops[] = {HVD_SUM, HVD_MIN, HVD_MAX, HVD_PRODUCT};
   unsigned combo = (unsigned)seed;
   char *cl = strdup(counts);
@@ -287,8 +421,10 @@ int main(int argc, char **argv) {
           else if (!large || combo++ % (unsigned)sample == 0) run_case(ctx, C_ALLREDUCE, algos[a], dt, ops[o], count);
         if (!large || combo++ % (unsigned)sample == 0) run_case(ctx, C_REDUCESCATTER, HVD_ALGO_RING, dt, ops[o], count);
       }
-      if (!large || combo++ % (unsigned)sample == 0) run_case(ctx, C_BROADCAST, HVD_ALGO_AUTO, dt, HVD_SUM, count);
-      if (!large || combo++ % (unsigned)sample == 0) run_case(ctx, C_ALLGATHERV, HVD_ALGO_RING, dt, HVD_SUM, count);
+      for (size_t a = 0; a < 3; a++)
+        if (!large || combo++ % (unsigned)sample == 0) run_case(ctx, C_BROADCAST, bcast_algos[a], dt, HVD_SUM, count);
+      for (size_t a = 0; a < 3; a++)
+        if (!large || combo++ % (unsigned)sample == 0) run_case(ctx, C_ALLGATHERV, gather_algos[a], dt, HVD_SUM, count);
       if (!large || combo++ % (unsigned)sample == 0) run_case(ctx, C_ALLTOALLV, HVD_ALGO_AUTO, dt, HVD_SUM, count);
     }
     run_case(ctx, C_BARRIER, HVD_ALGO_AUTO, HVD_FLOAT32, HVD_SUM, 0);
