@@ -555,7 +555,13 @@ static int body_idle_cpu(rank_env_t *env) {
   fprintf(stderr, "[rank 0] %s: waited %.2f s using %.3f s of CPU (%.1f%%)\n",
           tp->ops->peer_provider(tp, 1), wall, cpu, 100 * cpu / wall);
   FAIL_IF(wall < 1.5, "the wait ended too early (%.2f s)", wall);
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  /* Sanitizer builds multiply the cost of every poll: the CPU bound is checked by the
+   * normal build (this same test) and by runtime_check slow_peer; here only report. */
+  (void)cpu;
+#else
   FAIL_IF(cpu > 0.05 * wall, "used %.1f%% of a core while waiting", 100 * cpu / wall);
+#endif
   FAIL_IF(strcmp(buf, "slowpkt") != 0, "content");
   return 0;
 }
