@@ -13,9 +13,10 @@
 # pasted into docs/performance.md (also written to OUT/compare.md).
 # Open MPI runs with its defaults (pml ob1 + btl vader on one host); --ucx adds a
 # third column set with --mca pml ucx. np > cores uses --oversubscribe.
-# hvdrun does not bind ranks to cores while Open MPI does by default (np <= cores):
-# --pinned adds a third run per round, "hvd-pinned", each rank started under
-# taskset -c (local rank mod cores), to separate placement from everything else.
+# hvdrun binds no rank by default (--bind-to none) while Open MPI binds each rank to
+# a core when np <= cores: --pinned adds a third run per round, "hvd-pinned", each rank
+# started under taskset -c (local rank mod cores), to separate placement from the rest.
+# RUN_TIMEOUT (seconds, default 1800) bounds each benchmark run.
 #
 # Selection (--selection): allreduce with -a ring, tree and rd interleaved, R rounds,
 # at each np; prints the median time per algorithm and size and the fastest one
@@ -43,6 +44,7 @@ SELECTION=0
 EXTRA_HVD=""
 PINNED=0
 PIN=0
+RUN_TIMEOUT=${RUN_TIMEOUT:-1800} # seconds per benchmark run; a hung run fails the script
 
 usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; }
 
@@ -110,7 +112,7 @@ mpirun_for() { # np
 run_hvd() { # np coll algo outfile [pin]
   local pre=()
   [ "${5:-0}" = 1 ] && pre=(sh -c "exec taskset -c \$((HVD_LOCAL_RANK % $NCPU)) \"\$0\" \"\$@\"")
-  "$BUILD/hvdrun" -np "$1" --no-tag-output "${pre[@]}" "$BUILD/hvd-bench" -c "$2" -a "$3" \
+  timeout "$RUN_TIMEOUT" "$BUILD/hvdrun" -np "$1" --no-tag-output "${pre[@]}" "$BUILD/hvd-bench" -c "$2" -a "$3" \
     -b "$MINB" -e "$MAXB" -f "$FACTOR" --csv $EXTRA_HVD >"$4" 2>"$4.err" ||
     { say "hvd-bench failed (np $1 $2 $3), see $4.err"; tail -5 "$4.err" >&2; return 1; }
 }
@@ -125,7 +127,7 @@ run_ompi() { # np coll outfile bmem [extra mca...]
   local bm=()
   [ -n "$bmem" ] && bm=(--bmem "$bmem")
   # shellcheck disable=SC2046
-  mpirun $(mpirun_for "$np") "$@" "$MPIBENCH" -c "$coll" -b "$MINB" -e "$MAXB" -f "$FACTOR" \
+  timeout "$RUN_TIMEOUT" mpirun $(mpirun_for "$np") "$@" "$MPIBENCH" -c "$coll" -b "$MINB" -e "$MAXB" -f "$FACTOR" \
     --csv $EXTRA_HVD "${bm[@]}" >"$out" 2>"$out.err" ||
     { say "MPI bench failed (np $np $coll $*), see $out.err"; tail -5 "$out.err" >&2; return 1; }
 }
@@ -163,7 +165,7 @@ for np in nps:
         algo = re.search(r'_np\d+_(\w+?)_r\d+\.csv$', path).group(1)
         for r in rows(path):
             t.setdefault(int(r[0]), {}).setdefault(algo, []).append(float(r[5]))
-    print(f'**np = {np}** (median over rounds of the median per-iteration time, µs; * = fastest)\n')
+    print(f'**np = {np}** (median over rounds of the median per-iteration time, µs; bold = fastest)\n')
     print('| size (B) | ring | tree | rd | fastest | rd/ring |')
     print('|---:|---:|---:|---:|:---|---:|')
     for size in sorted(t):
