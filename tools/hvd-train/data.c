@@ -100,6 +100,7 @@ static int read_idx(const char *path, int images, uint8_t **data, size_t *count,
                     size_t errlen) {
   *data = NULL;
   *count = 0;
+  errno = 0;
   gzFile gz = gzopen(path, "rb");
   if (!gz) {
     fail(err, errlen, "%s: cannot open: %s", path, errno ? strerror(errno) : "out of memory");
