@@ -147,11 +147,19 @@ void mlp_backward_layer(mlp_t *m, int l, size_t n) {
   m->cur = 1 - m->cur;
 }
 
-static void sgd(float *restrict w, const float *restrict g, float *restrict v, size_t n, float lr,
-                float mu, float wd) {
-  for (size_t i = 0; i < n; i++) {
-    float gi = g[i] + wd * w[i];
-    v[i] = mu * v[i] + gi;
+/* The update touches every parameter three times per step on every rank, so it is worth
+ * vectorising: blocks of 8 with a fixed trip count let GCC's -O2 (very cheap cost model)
+ * vectorise the body; the tail runs scalar. */
+static void sgd(float *restrict w, const float *restrict g, float *restrict v, size_t n,
+                float lr, float mu, float wd) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (size_t k = i; k < i + 8; k++) {
+      v[k] = mu * v[k] + (g[k] + wd * w[k]);
+      w[k] -= lr * v[k];
+    }
+  for (; i < n; i++) {
+    v[i] = mu * v[i] + (g[i] + wd * w[i]);
     w[i] -= lr * v[i];
   }
 }
