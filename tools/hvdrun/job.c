@@ -400,6 +400,11 @@ static void on_start_timeout(uv_timer_t *t) {
   char list[START_TIMEOUT_LIST_MAX + 32];
   int n = 0;
   if (late == NULL) return;
+  /* A one-rank job has nobody to rendezvous with: hvd_init does not connect. */
+  if (job->size == 1) {
+    free(late);
+    return;
+  }
   for (int i = 0; i < job->size; i++) {
     hvdrun_rank_t *r = &job->ranks[i];
     int seen = r->connected || (job->server && hvd_rdv_server_rank_seen(job->server, i));
