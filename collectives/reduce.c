@@ -20,6 +20,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "collectives/reduce.h"
 #include "collectives/reduce_impl.h"
@@ -125,13 +126,13 @@ static void choose_table(void) {
     }
   hvd_isa_t pick = best;
   const char *want = getenv("HVD_REDUCE_ISA");
-  if (want != NULL && *want != '\0' && strcmp(want, "auto") != 0) {
+  if (want != NULL && *want != '\0' && strcasecmp(want, "auto") != 0) {
     int found = -1;
     for (int i = 0; i < HVD_ISA_COUNT; i++)
-      if (strcmp(want, isa_names[i]) == 0) found = i;
+      if (strcasecmp(want, isa_names[i]) == 0) found = i;
     if (found < 0)
-      HVD_WARN("HVD_REDUCE_ISA=%s is not one of generic, avx2, avx512, auto; using %s",
-               want, isa_names[best]);
+      HVD_WARN("HVD_REDUCE_ISA=%s is not one of " HVD_REDUCE_ISA_CHOICES "; using %s", want,
+               isa_names[best]);
     else if (!hvd_reduce_isa_available((hvd_isa_t)found))
       HVD_WARN("HVD_REDUCE_ISA=%s: this CPU cannot run it; using %s", want,
                isa_names[best]);

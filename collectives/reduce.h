@@ -25,6 +25,10 @@ void hvd_reduce3(void *dst, const void *a, const void *b, size_t count, hvd_dtyp
 /* buf[i] *= factor (integers: truncating toward zero after the product in double). */
 void hvd_scale(void *buf, size_t count, hvd_dtype_t dtype, double factor);
 
+/* Accepted values of HVD_REDUCE_ISA (read once per process, at the first reduction;
+ * the runtime's settings table checks it at init). */
+#define HVD_REDUCE_ISA_CHOICES "auto, generic, avx2, avx512"
+
 /* Name of the kernel set picked at run time ("avx512", "avx2", "generic"). */
 const char *hvd_reduce_isa(void);
 

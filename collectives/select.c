@@ -14,10 +14,10 @@ static const struct {
 } supported[HVD_COLL_KIND_COUNT] = {
     [HVD_COLL_ALLREDUCE] = {1u << HVD_ALGO_RING | 1u << HVD_ALGO_TREE | 1u << HVD_ALGO_RD |
                                 1u << HVD_ALGO_SHM,
-                            "auto, ring, tree, rd, shm"},
+                            HVD_ALLREDUCE_ALGO_CHOICES},
     [HVD_COLL_BROADCAST] = {1u << HVD_ALGO_TREE | 1u << HVD_ALGO_SCATTER_RING,
-                            "auto, tree, scatter_ring"},
-    [HVD_COLL_ALLGATHER] = {1u << HVD_ALGO_RING | 1u << HVD_ALGO_BRUCK, "auto, ring, bruck"},
+                            HVD_BROADCAST_ALGO_CHOICES},
+    [HVD_COLL_ALLGATHER] = {1u << HVD_ALGO_RING | 1u << HVD_ALGO_BRUCK, HVD_ALLGATHER_ALGO_CHOICES},
     [HVD_COLL_REDUCESCATTER] = {1u << HVD_ALGO_RING, "auto, ring"},
     [HVD_COLL_ALLTOALL] = {0, "auto"},
 };

@@ -34,6 +34,12 @@ typedef struct hvd_algo_rule {
 int hvd_algo_parse(const char *s);
 const char *hvd_algo_name(hvd_algo_t a);
 
+/* The names hvd_algo_supported accepts for each collective, as text: the settings
+ * table (runtime/config.c) checks HVD_*_ALGO against them. */
+#define HVD_ALLREDUCE_ALGO_CHOICES "auto, ring, tree, rd, shm"
+#define HVD_BROADCAST_ALGO_CHOICES "auto, tree, scatter_ring"
+#define HVD_ALLGATHER_ALGO_CHOICES "auto, ring, bruck"
+
 /* Whether algo can run coll (AUTO always can), and the names that can, as text for
  * messages ("auto, ring, bruck"). The runtime rejects an override that cannot. */
 int hvd_algo_supported(hvd_coll_kind_t coll, hvd_algo_t algo);

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/random.h>
 
 int hvd_random_bytes(void *buf, size_t n) {
@@ -36,7 +37,8 @@ int hvd_consttime_equal(const void *a, const void *b, size_t n) {
 }
 
 int hvd_parse_int(const char *s, long lo, long hi, long *out) {
-  if (s == NULL || *s == '\0') return -1;
+  /* strtol alone would also take leading white space */
+  if (s == NULL || *s == '\0' || strchr("+-0123456789", *s) == NULL) return -1;
   char *end;
   errno = 0;
   long v = strtol(s, &end, 10);

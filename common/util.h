@@ -30,7 +30,8 @@ int hvd_random_bytes(void *buf, size_t n);
 void hvd_hex_encode(const void *in, size_t n, char *out);
 /* Constant-time comparison of two byte strings of length n: 1 if equal. */
 int hvd_consttime_equal(const void *a, const void *b, size_t n);
-/* Parse a non-negative decimal int in [lo, hi]; 0 on success, -1 otherwise. */
+/* Parse a decimal integer (optional sign, nothing else: no spaces, no hex) in
+ * [lo, hi]; 0 on success, -1 otherwise. */
 int hvd_parse_int(const char *s, long lo, long hi, long *out);
 
 #endif

@@ -46,6 +46,8 @@ typedef struct hvd_config {
   double timeline_max_mb;
   long shm_arena;
   long shm_chunk;
+  char reduce_isa[HVD_CFG_STR_MAX];
+  long hierarchical_allreduce;
 } hvd_config_t;
 
 typedef struct hvd_config_field {
@@ -56,6 +58,8 @@ typedef struct hvd_config_field {
   double min, max; /* range for numbers */
   size_t offset;   /* into hvd_config_t */
   const char *help;
+  const char *choices; /* STRING: the accepted values, ", "-separated, any case;
+                          NULL: free text */
 } hvd_config_field_t;
 
 /* The table and its length. */
@@ -63,8 +67,14 @@ const hvd_config_field_t *hvd_config_fields(size_t *n);
 
 /* Fill cfg from defaults, then from the environment. On a value that does not parse
  * or is out of range: HVD_ERR_INVALID_PARAM with a message naming the variable, the
- * value and the accepted range. */
+ * value and the accepted range. An empty value means unset (the default). Numbers
+ * are plain decimal: no leading space, hex, inf or nan. */
 hvd_status_t hvd_config_load(hvd_config_t *cfg, hvd_err_t *err);
+
+/* Check value for variable var (a table name or alias) as hvd_config_load would, for
+ * launchers that set variables: 1 if valid, 0 if not (then expected, if not NULL,
+ * says what is accepted, e.g. "a number in [0, 10000]"), -1 if var is not a setting. */
+int hvd_config_check(const char *var, const char *value, char *expected, size_t len);
 
 /* Write the current value of field f in cfg as text into buf. */
 void hvd_config_format(const hvd_config_t *cfg, const hvd_config_field_t *f, char *buf,

@@ -271,11 +271,8 @@ static void ctx_free(hvd_ctx_t *ctx) {
 hvd_status_t hvd_init(hvd_ctx_t **out) {
   hvd_err_t err = {{0}};
   hvd_status_t rc;
-  if (out == NULL) return HVD_ERR_INVALID_PARAM;
-  *out = NULL;
-  if (hvd_log_init_from_env() < 0) {
-    HVD_ERROR("init: HVD_LOG_LEVEL is not valid: expected one of trace, debug, info, "
-              "warning, error, fatal");
+  if (out == NULL) {
+    HVD_ERROR("hvd_init: invalid parameter: out is NULL");
     return HVD_ERR_INVALID_PARAM;
   }
   hvd_ctx_t *ctx = calloc(1, sizeof *ctx);
@@ -298,29 +295,8 @@ hvd_status_t hvd_init(hvd_ctx_t **out) {
     hvd_log_set_prefix(prefix);
   }
 
-  {
-    /* Every rank must run the same algorithm: these must be equal on every rank. */
-    static const struct {
-      const char *var;
-      size_t off;
-      hvd_coll_kind_t coll;
-    } algo_vars[] = {
-        {"HVD_ALLREDUCE_ALGO", offsetof(hvd_config_t, allreduce_algo), HVD_COLL_ALLREDUCE},
-        {"HVD_ALLGATHER_ALGO", offsetof(hvd_config_t, allgather_algo), HVD_COLL_ALLGATHER},
-        {"HVD_BROADCAST_ALGO", offsetof(hvd_config_t, broadcast_algo), HVD_COLL_BROADCAST},
-    };
-    for (size_t i = 0; i < sizeof algo_vars / sizeof algo_vars[0]; i++) {
-      const char *v = (const char *)&ctx->cfg + algo_vars[i].off;
-      int a = hvd_algo_parse(v);
-      if (a < 0 || !hvd_algo_supported(algo_vars[i].coll, (hvd_algo_t)a)) {
-        rc = HVD_ERR_INVALID_PARAM;
-        hvd_err_set(&err, "%s=\"%s\" is not valid: expected one of %s", algo_vars[i].var, v,
-                    hvd_algo_choices(algo_vars[i].coll));
-        goto fail;
-      }
-    }
-    ctx->allreduce_algo = hvd_algo_parse(ctx->cfg.allreduce_algo);
-  }
+  /* The settings table checked HVD_*_ALGO against what each collective supports. */
+  ctx->allreduce_algo = hvd_algo_parse(ctx->cfg.allreduce_algo);
   if (ctx->id.size > 1) {
     char key[64];
     int timeout_ms = (int)(ctx->cfg.start_timeout_s * 1000);
@@ -329,7 +305,8 @@ hvd_status_t hvd_init(hvd_ctx_t **out) {
     rc = hvd_rdv_connect(ctx->id.rdv_addr, ctx->id.rdv_port, ctx->id.token, ctx->id.rank,
                          ctx->id.size, timeout_ms, &ctx->rdv, &err);
     if (rc != HVD_OK) {
-      hvd_err_prefix(&err, "rendezvous %s:%d", ctx->id.rdv_addr, ctx->id.rdv_port);
+      hvd_err_prefix(&err, "rendezvous HVD_RENDEZVOUS_ADDR=%s HVD_RENDEZVOUS_PORT=%d",
+                     ctx->id.rdv_addr, ctx->id.rdv_port);
       goto fail;
     }
     HVD_CHECK_GOTO(next_generation(ctx, &err), rc, fail);
@@ -362,6 +339,10 @@ hvd_status_t hvd_init(hvd_ctx_t **out) {
     int *all = malloc((size_t)ctx->id.size * sizeof *all);
     hvd_pset_t *world = NULL;
     if (all != NULL) {
+  *out = NULL;
+  /* The level early, for what init logs; a bad value fails hvd_config_load below,
+   * with a message naming the variable that was set (or its HOROVOD_ alias). */
+  (void)hvd_log_init_from_env();
       for (int r = 0; r < ctx->id.size; r++) all[r] = r;
       world = hvd_pset_new(ctx, 0, all, ctx->id.size);
       free(all);

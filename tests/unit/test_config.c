@@ -329,3 +329,52 @@ Test(config, horovod_aliases) {
   cr_assert_eq(with("HOROVOD_LOG_LEVEL", "info").log_level, 2);
   cr_assert_str_eq(with("HOROVOD_GLOO_IFACE", "eth1").ofi_iface, "eth1");
 }
+
+Test(config, numbers_are_plain_decimal) {
+  /* strtod/strtol would take these; the table does not */
+  const char *bad[] = {" 5", "\t5", "0x10", "0X1p3", "inf", "infinity", "nan", "+inf", "1e999"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    has(load_bad("HVD_CYCLE_TIME", bad[i]), "[0, 10000]");
+    has(load_bad("HVD_FUSION_THRESHOLD", bad[i]), "[0, 17179869184]");
+    has(load_bad("HVD_CACHE_CAPACITY", bad[i]), "[0, 65536]");
+  }
+  cr_assert_eq(with("HVD_CYCLE_TIME", "+2.5e1").cycle_time_ms, 25);
+  cr_assert_eq(with("HVD_FUSION_THRESHOLD", "+1e3").fusion_threshold, 1000);
+}
+
+Test(config, choices) {
+  size_t n, with_choices = 0;
+  const hvd_config_field_t *f = hvd_config_fields(&n);
+  for (size_t i = 0; i < n; i++) {
+    if (f[i].choices == NULL) continue;
+    cr_assert_eq(f[i].type, HVD_CFG_STRING, "%s: choices on a non-string", f[i].name);
+    with_choices++;
+    /* the default is a choice; so is every listed word, in any case; nothing else */
+    char list[HVD_CFG_STR_MAX];
+    snprintf(list, sizeof list, "%s", f[i].choices);
+    cr_assert(strstr(f[i].choices, f[i].def) != NULL, "%s default", f[i].name);
+    for (char *save, *w = strtok_r(list, ", ", &save); w; w = strtok_r(NULL, ", ", &save)) {
+      with(f[i].name, w);
+      for (char *c = w; *c; c++) *c = (char)(*c >= 'a' && *c <= 'z' ? *c - 32 : *c);
+      with(f[i].name, w);
+    }
+    has(load_bad(f[i].name, "bogus"), f[i].choices);
+    load_bad(f[i].name, "auto,");
+    load_bad(f[i].name, " auto");
+  }
+  cr_assert_geq(with_choices, 4, "the HVD_*_ALGO settings and HVD_REDUCE_ISA");
+}
+
+Test(config, check_for_launchers) {
+  char exp[256] = "";
+  cr_assert_eq(hvd_config_check("HVD_CYCLE_TIME", "2.5", exp, sizeof exp), 1);
+  cr_assert_eq(hvd_config_check("HOROVOD_CYCLE_TIME", "-1", exp, sizeof exp), 0);
+  has(exp, "[0, 10000]");
+  cr_assert_eq(hvd_config_check("HVD_CACHE_CAPACITY", "1e3", exp, sizeof exp), 0);
+  has(exp, "integer");
+  cr_assert_eq(hvd_config_check("HVD_ALLREDUCE_ALGO", "tree", NULL, 0), 1);
+  cr_assert_eq(hvd_config_check("HVD_ALLREDUCE_ALGO", "bruck", exp, sizeof exp), 0);
+  has(exp, "auto, ring");
+  cr_assert_eq(hvd_config_check("HVD_TIMELINE", "", NULL, 0), 1, "empty = unset");
+  cr_assert_eq(hvd_config_check("HVD_NO_SUCH_SETTING", "1", NULL, 0), -1);
+}

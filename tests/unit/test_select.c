@@ -72,3 +72,26 @@ Test(select, thresholds) {
                HVD_ALGO_SCATTER_RING);
   cr_assert_eq(hvd_algo_select(HVD_COLL_BROADCAST, 0, 1, 0), HVD_ALGO_TREE);
 }
+
+/* The HVD_*_ALGO_CHOICES texts (what the settings table accepts) list exactly the
+ * algorithms hvd_algo_supported allows for each collective. */
+Test(select, choices_text_matches_support) {
+  static const struct {
+    hvd_coll_kind_t coll;
+    const char *text;
+  } c[] = {{HVD_COLL_ALLREDUCE, HVD_ALLREDUCE_ALGO_CHOICES},
+           {HVD_COLL_BROADCAST, HVD_BROADCAST_ALGO_CHOICES},
+           {HVD_COLL_ALLGATHER, HVD_ALLGATHER_ALGO_CHOICES}};
+  for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+    cr_assert_str_eq(hvd_algo_choices(c[i].coll), c[i].text);
+    for (int a = 0; a < HVD_ALGO_COUNT; a++) {
+      const char *name = hvd_algo_name((hvd_algo_t)a);
+      size_t len = strlen(name);
+      int listed = 0;
+      for (const char *p = c[i].text; (p = strstr(p, name)) != NULL; p += len)
+        if ((p == c[i].text || p[-1] == ' ') && (p[len] == ',' || p[len] == '\0')) listed = 1;
+      cr_assert_eq(listed, hvd_algo_supported(c[i].coll, (hvd_algo_t)a), "%s in \"%s\"", name,
+                   c[i].text);
+    }
+  }
+}

@@ -337,48 +337,14 @@ static int push_env(char ***list, int *n, const char *name, const char *value,
   return 0;
 }
 
-/* Check value against the runtime's settings table row for var; flag names it in
- * the message. Returns 0 or -1 with err. */
+/* Check value as the ranks' hvd_init will (the runtime's settings table); flag names
+ * it in the message. Returns 0 or -1 with err. */
 static int check_setting(const char *flag, const char *var, const char *value,
                          hvd_err_t *err) {
-  size_t n;
-  const hvd_config_field_t *f = hvd_config_fields(&n);
-  for (size_t i = 0; i < n; i++) {
-    if (strcmp(f[i].name, var) != 0) continue;
-    char *end;
-    errno = 0;
-    double d = strtod(value, &end);
-    int num_ok = *value != '\0' && errno == 0 && *end == '\0' && isfinite(d) &&
-                 d >= f[i].min && d <= f[i].max;
-    switch (f[i].type) {
-    case HVD_CFG_INT:
-    case HVD_CFG_BYTES:
-      if (num_ok && d == floor(d)) return 0;
-      hvd_err_set(err, "%s: '%s' is not valid: expected an integer from %.0f to %.0f",
-                  flag, value, f[i].min, f[i].max);
-      return -1;
-    case HVD_CFG_DOUBLE:
-      if (num_ok) return 0;
-      hvd_err_set(err, "%s: '%s' is not valid: expected a number from %g to %g", flag,
-                  value, f[i].min, f[i].max);
-      return -1;
-    case HVD_CFG_LOGLEVEL:
-      if (hvd_log_parse_level(value) >= 0) return 0;
-      hvd_err_set(err,
-                  "%s: '%s' is not valid: expected trace, debug, info, warning, error or "
-                  "fatal",
-                  flag, value);
-      return -1;
-    case HVD_CFG_STRING:
-      if (*value != '\0' && strlen(value) < HVD_CFG_STR_MAX) return 0;
-      hvd_err_set(err, "%s: expected a value of 1 to %d characters", flag,
-                  HVD_CFG_STR_MAX - 1);
-      return -1;
-    case HVD_CFG_BOOL:
-      return 0;
-    }
-  }
-  return 0; /* not a table setting (HVD_HIERARCHICAL_ALLREDUCE): nothing to check */
+  char expected[256];
+  if (hvd_config_check(var, value, expected, sizeof expected) != 0) return 0;
+  hvd_err_set(err, "%s: '%s' is not valid: expected %s", flag, value, expected);
+  return -1;
 }
 
 static int set_setting(hvdrun_opts_t *o, const char *flag, const char *var,
