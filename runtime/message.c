@@ -132,6 +132,29 @@ static char *get_str(rd_t *r, size_t max, int allow_null, const char *what) {
   return s;
 }
 
+/* The ranks of a process set being created (PROCESS_SET request splits and response
+ * counts). Sets are created on the world set only, so these are 1..nmembers distinct
+ * ranks of it, ascending, as hvd_process_set_create sends them; exec.c installs them
+ * as transport ranks, so nothing else may pass (found by fuzz/fuzz_request_list). */
+static void check_pset_ranks(rd_t *r, uint32_t set, const uint64_t *v, uint32_t n,
+                             int nmembers) {
+  if (r->bad) return;
+  if (set != 0) {
+    fail(r, "%s: created on set %llu, not the world", "process set", set);
+    return;
+  }
+  if (n < 1 || n > (uint32_t)nmembers) {
+    fail(r, "%s: %llu ranks", "process set", n);
+    return;
+  }
+  for (uint32_t i = 0; i < n; i++) {
+    if (v[i] >= (uint64_t)nmembers || (i > 0 && v[i] <= v[i - 1])) {
+      fail(r, "%s: rank %llu is out of range or order", "process set", (unsigned long long)v[i]);
+      return;
+    }
+  }
+}
+
 /* ---- requests ---------------------------------------------------------------------- */
 
 void hvd_request_free(hvd_request_t *q) {
@@ -230,6 +253,7 @@ hvd_status_t hvd_request_list_decode(const uint8_t *p, size_t len, int nmembers,
     else if (q->type != HVD_MSG_ALLTOALL && q->type != HVD_MSG_PROCESS_SET && q->nsplits != 0)
       fail(&r, "%s: %llu splits on an operation without splits", "request", q->nsplits);
     q->splits = get_array(&r, q->nsplits, 8, "splits");
+    if (q->type == HVD_MSG_PROCESS_SET) check_pset_ranks(&r, l->set, q->splits, q->nsplits, nmembers);
     q->name = get_str(&r, HVD_NAME_MAX, 0, "name");
   }
   if (!r.bad && r.left != 0) fail(&r, "%s: %llu trailing bytes", "request list", r.left);
@@ -353,6 +377,8 @@ hvd_status_t hvd_response_list_decode(const uint8_t *p, size_t len, int nmembers
       fail(&r, "%s: root %llu outside the set", "broadcast", (unsigned)s->root);
     else if ((s->type == HVD_MSG_ALLGATHER || s->type == HVD_MSG_ALLTOALL) && nt != 1)
       fail(&r, "%s: %llu tensors in one response", hvd_msg_type_name(s->type), nt);
+    else if (s->type == HVD_MSG_PROCESS_SET)
+      check_pset_ranks(&r, l->set, s->counts, s->ncounts, nmembers);
   }
   if (!r.bad && r.left != 0) fail(&r, "%s: %llu trailing bytes", "response list", r.left);
   if (r.bad) {

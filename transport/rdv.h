@@ -106,6 +106,38 @@ const uint8_t *hvd_rdv_get_str(hvd_rdv_reader_t *r, size_t max, size_t *len);
 /* HVD_OK if the payload was consumed exactly and nothing was out of bounds. */
 hvd_status_t hvd_rdv_reader_done(const hvd_rdv_reader_t *r);
 
+/* ---- payloads (pure; rdv_proto.c) ----------------------------------------------- */
+
+/* A wrong token of any length up to this is reported as a wrong token (rather than
+ * a bad frame); the HELLO frame as a whole is bounded accordingly, so a peer that has
+ * not authenticated can never make the server buffer more than HVD_RDV_MAX_HELLO. */
+#define HVD_RDV_MAX_TOKEN_WIRE 256
+#define HVD_RDV_MAX_HELLO (4 + HVD_RDV_MAX_TOKEN_WIRE + 4 + 4)
+
+/* One frame's payload, decoded. Which fields a type uses is in the table at the top
+ * of this file; the others are zero. Strings point into the decoded payload (not
+ * NUL-terminated), so a message lives no longer than its payload. */
+typedef struct hvd_rdv_msg {
+  uint16_t type;        /* hvd_rdv_type_t */
+  const uint8_t *str;   /* HELLO token, PUT/GET/VALUE/NOT_FOUND key, BARRIER and
+                           BARRIER_OK name, ABORT/ERROR reason */
+  size_t str_len;
+  const uint8_t *value; /* PUT, VALUE */
+  size_t value_len;
+  uint32_t rank, size;  /* HELLO */
+  uint32_t timeout_ms;  /* GET, BARRIER */
+} hvd_rdv_msg_t;
+
+/* Parse the payload of a frame of this type: every field present, within its bound
+ * (token <= HVD_RDV_MAX_TOKEN_WIRE, key and barrier name <= HVD_RDV_MAX_KEY, value and
+ * reason <= HVD_RDV_MAX_PAYLOAD) and nothing left over. HVD_ERR_PROTOCOL with the
+ * reason in err (may be NULL) otherwise. Both the server and the client parse every
+ * payload through this one function (it is what the fuzzers exercise). */
+hvd_status_t hvd_rdv_msg_decode(uint16_t type, const uint8_t *payload, size_t len,
+                                hvd_rdv_msg_t *m, hvd_err_t *err);
+/* Append m as one complete frame to b (frame_begin ... frame_end). */
+hvd_status_t hvd_rdv_msg_encode(hvd_rdv_buf_t *b, const hvd_rdv_msg_t *m);
+
 /* ---- server (libuv; rdv_server.c) ------------------------------------------------ */
 
 typedef struct hvd_rdv_server hvd_rdv_server_t;

@@ -56,6 +56,7 @@ struct hvd_rdv_client {
 typedef struct rdv_frame {
   hvd_rdv_header_t h;
   uint8_t *payload;
+  hvd_rdv_msg_t m; /* the payload decoded (points into it) */
 } rdv_frame_t;
 
 static uint64_t now_ms(void) { return hvd_now_ns() / 1000000u; }
@@ -175,7 +176,7 @@ static void frame_free(rdv_frame_t *f) {
 }
 
 /* Wait until deadline for the next frame to start (HVD_ERR_TIMEOUT, with the stream
- * still in step, if none did), then read all of it. */
+ * still in step, if none did), then read all of it and decode its payload. */
 static hvd_status_t recv_frame(hvd_rdv_client_t *c, uint64_t deadline, rdv_frame_t *f,
                                hvd_err_t *err) {
   uint8_t hb[HVD_RDV_HEADER_SIZE];
@@ -210,36 +211,31 @@ static hvd_status_t recv_frame(hvd_rdv_client_t *c, uint64_t deadline, rdv_frame
     return client_fail(c, HVD_ERR_NO_MEMORY, err, "rendezvous: out of memory for a %u byte reply",
                        (unsigned)f->h.length);
   st = read_full(c, f->payload, f->h.length, frame_deadline, err);
-  if (st != HVD_OK) frame_free(f);
-  return st;
+  if (st != HVD_OK) {
+    frame_free(f);
+    return st;
+  }
+  if (hvd_rdv_msg_decode(f->h.type, f->payload, f->h.length, &f->m, &e) != HVD_OK) {
+    frame_free(f);
+    return client_fail(c, HVD_ERR_PROTOCOL, err,
+                       "bad frame from the rendezvous server at %s: %s", c->server, e.msg);
+  }
+  return HVD_OK;
 }
 
-/* Parse a payload made of one string (ABORT, ERROR, NOT_FOUND, BARRIER_OK). */
-static int frame_one_str(const rdv_frame_t *f, size_t max, const uint8_t **s, size_t *len) {
-  hvd_rdv_reader_t r;
-  hvd_rdv_reader_init(&r, f->payload, f->h.length);
-  *s = hvd_rdv_get_str(&r, max, len);
-  return hvd_rdv_reader_done(&r) == HVD_OK;
+/* The reason an ABORT or ERROR carries (not NUL-terminated on the wire). */
+static int frame_reason_len(const rdv_frame_t *f) {
+  return (int)HVD_MIN(f->m.str_len, (size_t)HVD_ERR_MSG_MAX);
 }
 
 static hvd_status_t take_abort(hvd_rdv_client_t *c, const rdv_frame_t *f, hvd_err_t *err) {
-  const uint8_t *s;
-  size_t n;
-  if (!frame_one_str(f, HVD_RDV_MAX_PAYLOAD, &s, &n))
-    return client_fail(c, HVD_ERR_PROTOCOL, err,
-                       "bad frame from the rendezvous server at %s: malformed ABORT", c->server);
-  return client_fail(c, HVD_ERR_ABORTED, err, "%.*s", (int)HVD_MIN(n, (size_t)HVD_ERR_MSG_MAX),
-                     (const char *)s);
+  return client_fail(c, HVD_ERR_ABORTED, err, "%.*s", frame_reason_len(f),
+                     (const char *)f->m.str);
 }
 
-/* The first string of a reply equals key (VALUE, NOT_FOUND and BARRIER_OK start
- * with their key or name). */
+/* The key or name of a reply equals key (VALUE, NOT_FOUND, BARRIER_OK). */
 static int frame_key_is(const rdv_frame_t *f, const char *key, size_t klen) {
-  hvd_rdv_reader_t r;
-  size_t n;
-  hvd_rdv_reader_init(&r, f->payload, f->h.length);
-  const uint8_t *s = hvd_rdv_get_str(&r, HVD_RDV_MAX_KEY, &n);
-  return s != NULL && n == klen && memcmp(s, key, klen) == 0;
+  return f->m.str_len == klen && (klen == 0 || memcmp(f->m.str, key, klen) == 0);
 }
 
 enum { WANT_HELLO, WANT_GET, WANT_BARRIER };
@@ -404,20 +400,9 @@ hvd_status_t hvd_rdv_connect(const char *host, int port, const char *token, int 
     goto fail;
   }
   if (f.h.type == HVD_RDV_ERROR) {
-    const uint8_t *s;
-    size_t n;
-    if (frame_one_str(&f, HVD_RDV_MAX_PAYLOAD, &s, &n))
-      hvd_err_set(err, "rendezvous: the server at %s refused rank %d: %.*s", c->server, rank,
-                  (int)HVD_MIN(n, (size_t)HVD_ERR_MSG_MAX), (const char *)s);
-    else
-      hvd_err_set(err, "rendezvous: the server at %s refused rank %d", c->server, rank);
+    hvd_err_set(err, "rendezvous: the server at %s refused rank %d: %.*s", c->server, rank,
+                frame_reason_len(&f), (const char *)f.m.str);
     st = HVD_ERR_AUTH;
-    goto fail_frame;
-  }
-  if (f.h.length != 0) {
-    hvd_err_set(err, "rendezvous: bad frame from the server at %s: HELLO_OK with a payload",
-                c->server);
-    st = HVD_ERR_PROTOCOL;
     goto fail_frame;
   }
   frame_free(&f);
@@ -487,16 +472,8 @@ static hvd_status_t get_locked(hvd_rdv_client_t *c, const char *key, size_t klen
     hvd_err_set(err, "rendezvous: key '%s' did not appear within %d ms", key, timeout_ms);
     return HVD_ERR_TIMEOUT;
   }
-  hvd_rdv_reader_t r;
-  size_t kn, vn;
-  hvd_rdv_reader_init(&r, f.payload, f.h.length);
-  (void)hvd_rdv_get_str(&r, HVD_RDV_MAX_KEY, &kn);
-  const uint8_t *v = hvd_rdv_get_str(&r, HVD_RDV_MAX_PAYLOAD, &vn);
-  if (hvd_rdv_reader_done(&r) != HVD_OK) {
-    frame_free(&f);
-    return client_fail(c, HVD_ERR_PROTOCOL, err,
-                       "bad frame from the rendezvous server at %s: malformed VALUE", c->server);
-  }
+  const uint8_t *v = f.m.value;
+  size_t vn = f.m.value_len;
   uint8_t *copy = malloc(vn + 1);
   if (copy == NULL) {
     frame_free(&f);
@@ -547,13 +524,7 @@ static hvd_status_t barrier_locked(hvd_rdv_client_t *c, const char *name, size_t
   if (st != HVD_OK) return st;
   if (f.h.type == HVD_RDV_ERROR) {
     /* The server's barrier timeout: its message names the missing ranks. */
-    const uint8_t *s;
-    size_t n;
-    if (frame_one_str(&f, HVD_RDV_MAX_PAYLOAD, &s, &n))
-      hvd_err_set(err, "rendezvous: %.*s", (int)HVD_MIN(n, (size_t)HVD_ERR_MSG_MAX),
-                  (const char *)s);
-    else
-      hvd_err_set(err, "rendezvous: barrier '%s' failed", name);
+    hvd_err_set(err, "rendezvous: %.*s", frame_reason_len(&f), (const char *)f.m.str);
     frame_free(&f);
     return HVD_ERR_TIMEOUT;
   }

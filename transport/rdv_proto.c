@@ -187,6 +187,82 @@ hvd_status_t hvd_rdv_reader_done(const hvd_rdv_reader_t *r) {
   return (r->bad || r->left != 0) ? HVD_ERR_PROTOCOL : HVD_OK;
 }
 
+/* ---- payloads --------------------------------------------------------------------- */
+
+static const char *msg_name(unsigned t) {
+  static const char *const names[] = {"?",          "HELLO", "HELLO_OK", "PUT",   "GET",
+                                      "VALUE",      "NOT_FOUND", "BARRIER", "BARRIER_OK",
+                                      "BYE",        "ABORT", "ERROR"};
+  return t < HVD_ARRAY_SIZE(names) ? names[t] : "?";
+}
+
+/* The layout of each type's payload: the first string (and its bound), whether a
+ * value string, HELLO's rank and size, or a timeout follow. */
+typedef struct msg_layout {
+  size_t str_max; /* 0: no string */
+  int value, hello, timeout;
+} msg_layout_t;
+
+static int msg_layout(unsigned type, msg_layout_t *l) {
+  memset(l, 0, sizeof *l);
+  switch (type) {
+  case HVD_RDV_HELLO: l->str_max = HVD_RDV_MAX_TOKEN_WIRE; l->hello = 1; break;
+  case HVD_RDV_PUT: l->str_max = HVD_RDV_MAX_KEY; l->value = 1; break;
+  case HVD_RDV_GET: l->str_max = HVD_RDV_MAX_KEY; l->timeout = 1; break;
+  case HVD_RDV_VALUE: l->str_max = HVD_RDV_MAX_KEY; l->value = 1; break;
+  case HVD_RDV_NOT_FOUND: l->str_max = HVD_RDV_MAX_KEY; break;
+  case HVD_RDV_BARRIER: l->str_max = HVD_RDV_MAX_KEY; l->timeout = 1; break;
+  case HVD_RDV_BARRIER_OK: l->str_max = HVD_RDV_MAX_KEY; break;
+  case HVD_RDV_ABORT: case HVD_RDV_ERROR: l->str_max = HVD_RDV_MAX_PAYLOAD; break;
+  case HVD_RDV_HELLO_OK: case HVD_RDV_BYE: break;
+  default: return -1;
+  }
+  return 0;
+}
+
+hvd_status_t hvd_rdv_msg_decode(uint16_t type, const uint8_t *payload, size_t len,
+                                hvd_rdv_msg_t *m, hvd_err_t *err) {
+  msg_layout_t l;
+  memset(m, 0, sizeof *m);
+  m->type = type;
+  if (msg_layout(type, &l) != 0) {
+    hvd_err_set(err, "bad frame type %u", (unsigned)type);
+    return HVD_ERR_PROTOCOL;
+  }
+  hvd_rdv_reader_t r;
+  hvd_rdv_reader_init(&r, payload, len);
+  if (l.str_max > 0) m->str = hvd_rdv_get_str(&r, l.str_max, &m->str_len);
+  if (l.value) m->value = hvd_rdv_get_str(&r, HVD_RDV_MAX_PAYLOAD, &m->value_len);
+  if (l.hello) {
+    m->rank = hvd_rdv_get_u32(&r);
+    m->size = hvd_rdv_get_u32(&r);
+  }
+  if (l.timeout) m->timeout_ms = hvd_rdv_get_u32(&r);
+  if (hvd_rdv_reader_done(&r) != HVD_OK) {
+    hvd_err_set(err, "malformed %s payload (%zu bytes)", msg_name(type), len);
+    memset(m, 0, sizeof *m);
+    m->type = type;
+    return HVD_ERR_PROTOCOL;
+  }
+  return HVD_OK;
+}
+
+hvd_status_t hvd_rdv_msg_encode(hvd_rdv_buf_t *b, const hvd_rdv_msg_t *m) {
+  msg_layout_t l;
+  if (msg_layout(m->type, &l) != 0) return HVD_ERR_INVALID_PARAM;
+  /* What the decoder would refuse is not sent. */
+  if (m->str_len > l.str_max || m->value_len > HVD_RDV_MAX_PAYLOAD) return HVD_ERR_PROTOCOL;
+  hvd_rdv_frame_begin(b, m->type);
+  if (l.str_max > 0) hvd_rdv_put_str(b, m->str, m->str_len);
+  if (l.value) hvd_rdv_put_str(b, m->value, m->value_len);
+  if (l.hello) {
+    hvd_rdv_put_u32(b, m->rank);
+    hvd_rdv_put_u32(b, m->size);
+  }
+  if (l.timeout) hvd_rdv_put_u32(b, m->timeout_ms);
+  return hvd_rdv_frame_end(b);
+}
+
 /* ---- job token -------------------------------------------------------------------- */
 
 int hvd_rdv_new_token(char out[HVD_RDV_TOKEN_LEN + 1]) {

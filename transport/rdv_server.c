@@ -46,10 +46,6 @@
 
 #define RDV_DEFAULT_HELLO_MS 10000
 #define RDV_READ_CHUNK (64 * 1024)
-/* A wrong token of any length up to this is reported as a wrong token (rather than
- * a bad frame); the HELLO frame as a whole is bounded accordingly. */
-#define RDV_MAX_TOKEN_WIRE 256
-#define RDV_MAX_HELLO (4 + RDV_MAX_TOKEN_WIRE + 4 + 4)
 /* A client that lets this much of our output pile up is not reading: drop it. */
 #define RDV_MAX_WRITE_QUEUE ((size_t)64 << 20)
 /* Connections that have not authenticated yet, beyond which new ones are refused. */
@@ -482,17 +478,11 @@ static void kv_free_all(hvd_rdv_server_t *s) {
 
 /* ---- requests ------------------------------------------------------------------------ */
 
-static void handle_hello(rdv_conn_t *c, hvd_rdv_reader_t *r) {
+static void handle_hello(rdv_conn_t *c, const hvd_rdv_msg_t *m) {
   hvd_rdv_server_t *s = c->s;
-  size_t toklen;
-  const uint8_t *tok = hvd_rdv_get_str(r, RDV_MAX_TOKEN_WIRE, &toklen);
-  uint32_t rank = hvd_rdv_get_u32(r);
-  uint32_t size = hvd_rdv_get_u32(r);
-  if (hvd_rdv_reader_done(r) != HVD_OK) {
-    conn_bad_frame(c, "malformed HELLO payload");
-    return;
-  }
-  if (toklen != HVD_RDV_TOKEN_LEN || !hvd_consttime_equal(tok, s->token, HVD_RDV_TOKEN_LEN)) {
+  uint32_t rank = m->rank, size = m->size;
+  if (m->str_len != HVD_RDV_TOKEN_LEN ||
+      !hvd_consttime_equal(m->str, s->token, HVD_RDV_TOKEN_LEN)) {
     conn_reject(c, "wrong job token");
     return;
   }
@@ -524,16 +514,9 @@ static void handle_hello(rdv_conn_t *c, hvd_rdv_reader_t *r) {
   if (s->aborted && !c->closing) send_abort(c);
 }
 
-static void handle_put(rdv_conn_t *c, hvd_rdv_reader_t *r) {
+static void handle_put(rdv_conn_t *c, const hvd_rdv_msg_t *m) {
   hvd_rdv_server_t *s = c->s;
-  size_t klen, vlen;
-  const uint8_t *key = hvd_rdv_get_str(r, HVD_RDV_MAX_KEY, &klen);
-  const uint8_t *val = hvd_rdv_get_str(r, HVD_RDV_MAX_PAYLOAD, &vlen);
-  if (hvd_rdv_reader_done(r) != HVD_OK) {
-    conn_bad_frame(c, "malformed PUT payload");
-    return;
-  }
-  rdv_kv_t *kv = kv_put(s, key, klen, val, vlen);
+  rdv_kv_t *kv = kv_put(s, m->str, m->str_len, m->value, m->value_len);
   if (kv == NULL) {
     /* PUT has no reply, so the only way to tell the rank is to drop it. */
     HVD_ERROR("rendezvous: out of memory storing a key for rank %d; closing it", c->rank);
@@ -569,15 +552,11 @@ static void waiter_timeout(uv_timer_t *t) {
   conn_send(c, &b);
 }
 
-static void handle_get(rdv_conn_t *c, hvd_rdv_reader_t *r) {
+static void handle_get(rdv_conn_t *c, const hvd_rdv_msg_t *m) {
   hvd_rdv_server_t *s = c->s;
-  size_t klen;
-  const uint8_t *key = hvd_rdv_get_str(r, HVD_RDV_MAX_KEY, &klen);
-  uint32_t timeout_ms = hvd_rdv_get_u32(r);
-  if (hvd_rdv_reader_done(r) != HVD_OK) {
-    conn_bad_frame(c, "malformed GET payload");
-    return;
-  }
+  size_t klen = m->str_len;
+  const uint8_t *key = m->str;
+  uint32_t timeout_ms = m->timeout_ms;
   rdv_kv_t *kv = kv_find(s, key, klen);
   if (kv != NULL) {
     send_value(c, kv);
@@ -648,15 +627,11 @@ static void barrier_timeout(uv_timer_t *t) {
   }
 }
 
-static void handle_barrier(rdv_conn_t *c, hvd_rdv_reader_t *r) {
+static void handle_barrier(rdv_conn_t *c, const hvd_rdv_msg_t *m) {
   hvd_rdv_server_t *s = c->s;
-  size_t nlen;
-  const uint8_t *name = hvd_rdv_get_str(r, HVD_RDV_MAX_KEY, &nlen);
-  uint32_t timeout_ms = hvd_rdv_get_u32(r);
-  if (hvd_rdv_reader_done(r) != HVD_OK) {
-    conn_bad_frame(c, "malformed BARRIER payload");
-    return;
-  }
+  size_t nlen = m->str_len;
+  const uint8_t *name = m->str;
+  uint32_t timeout_ms = m->timeout_ms;
   if (s->aborted) {
     send_abort(c);
     return;
@@ -675,8 +650,8 @@ static void handle_barrier(rdv_conn_t *c, hvd_rdv_reader_t *r) {
     if (here == NULL) {
       free(b);
       HVD_ERROR("rendezvous: out of memory for a barrier of rank %d", c->rank);
-      const char *m = "rendezvous server out of memory";
-      send_str(c, HVD_RDV_ERROR, m, strlen(m));
+      const char *why = "rendezvous server out of memory";
+      send_str(c, HVD_RDV_ERROR, why, strlen(why));
       return;
     }
     b->s = s;
@@ -707,26 +682,26 @@ static void handle_barrier(rdv_conn_t *c, hvd_rdv_reader_t *r) {
 }
 
 static void conn_dispatch(rdv_conn_t *c, const uint8_t *payload, size_t len) {
-  hvd_rdv_reader_t r;
-  hvd_rdv_reader_init(&r, payload, len);
+  hvd_rdv_msg_t m;
+  hvd_err_t e;
+  if (hvd_rdv_msg_decode(c->hdr.type, payload, len, &m, &e) != HVD_OK) {
+    conn_bad_frame(c, "%s", e.msg);
+    return;
+  }
   switch (c->hdr.type) {
   case HVD_RDV_HELLO:
-    handle_hello(c, &r);
+    handle_hello(c, &m);
     break;
   case HVD_RDV_PUT:
-    handle_put(c, &r);
+    handle_put(c, &m);
     break;
   case HVD_RDV_GET:
-    handle_get(c, &r);
+    handle_get(c, &m);
     break;
   case HVD_RDV_BARRIER:
-    handle_barrier(c, &r);
+    handle_barrier(c, &m);
     break;
   case HVD_RDV_BYE:
-    if (hvd_rdv_reader_done(&r) != HVD_OK) {
-      conn_bad_frame(c, "malformed BYE payload");
-      break;
-    }
     c->clean = 1;
     HVD_DEBUG("rendezvous: rank %d said BYE", c->rank);
     break;
@@ -749,7 +724,7 @@ static int conn_check_header(rdv_conn_t *c) {
       conn_bad_frame(c, "expected HELLO, got %s", type_name(t));
       return 0;
     }
-    if (c->hdr.length > RDV_MAX_HELLO) {
+    if (c->hdr.length > HVD_RDV_MAX_HELLO) {
       conn_bad_frame(c, "HELLO of %u bytes is too long", (unsigned)c->hdr.length);
       return 0;
     }

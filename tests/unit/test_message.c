@@ -51,13 +51,14 @@ static uint64_t *u64s(uint32_t n, uint64_t base) {
   return a;
 }
 
-/* A request list using every field: flags, set, ack, three cache words, an allreduce
+/* A request list using every field: flags, ack, three cache words, an allreduce
  * with scale factors, a grouped allgather, an alltoall with splits, a broadcast with a
- * root, a process-set request with more splits than members. */
+ * root, a process-set request with the new set's ranks (so the list is for the world
+ * set: sets are created there only). */
 static void full_request_list(hvd_request_list_t *l) {
   memset(l, 0, sizeof *l);
   l->flags = HVD_REQ_FLAG_SHUTDOWN | 0x80u;
-  l->set = 7;
+  l->set = 0;
   l->ack = 0x1122334455667788ull;
   l->nwords = 3;
   l->bits = u64s(3, 0x8000000000000001ull);
@@ -78,8 +79,11 @@ static void full_request_list(hvd_request_list_t *l) {
                          .rank = 1, .root = 2, .count = 9, .prescale = 1, .postscale = 1,
                          .name = xstrdup("bcast")};
   q[4] = (hvd_request_t){.type = HVD_MSG_PROCESS_SET, .dtype = HVD_INT8, .op = HVD_MIN,
-                         .rank = 1, .count = 0, .prescale = 1, .postscale = 1, .nsplits = 7,
-                         .splits = u64s(7, 100), .name = xstrdup("pset:0,1,5")};
+                         .rank = 1, .count = 0, .prescale = 1, .postscale = 1, .nsplits = 3,
+                         .splits = u64s(3, 0), .name = xstrdup("pset:0,1,5")};
+  q[4].splits[0] = 0;
+  q[4].splits[1] = 1;
+  q[4].splits[2] = 3;
 }
 
 static void full_response_list(hvd_response_list_t *l) {
@@ -428,13 +432,19 @@ Test(message, request_bad_enums_and_ranks_rejected) {
     hvd_wbuf_free(&w);
   }
   /* Every legal request type is accepted, including the last member's rank. */
+  uint64_t world[NMEM] = {0, 1, 2, 3};
   for (int t = 0; t < HVD_MSG_ERROR; t++) {
     hvd_request_t q = plain_req();
     q.type = (uint8_t)t;
     q.rank = NMEM - 1;
     q.dtype = HVD_DTYPE_COUNT - 1;
     q.op = HVD_OP_COUNT - 1;
-    one_request(q, &w);
+    if (t == HVD_MSG_PROCESS_SET) {
+      q.nsplits = NMEM;
+      q.splits = world;
+    }
+    hvd_request_list_t one = {.set = 0, .n = 1, .reqs = &q};
+    enc_req(&one, &w);
     hvd_request_list_t l;
     cr_assert_eq(hvd_request_list_decode(w.data, w.len, NMEM, &l, NULL), HVD_OK, "type %d", t);
     cr_assert_eq(l.reqs[0].type, t);
@@ -467,14 +477,73 @@ Test(message, request_wrong_number_of_splits_rejected) {
   /* The same bytes are wrong for a set of another size. */
   req_rejects(w.data, w.len, NMEM + 1, "splits for a larger set");
   hvd_wbuf_free(&w);
-  /* A process-set request lists ranks: any number. */
+  /* A process-set request lists the new set's ranks: 1..NMEM distinct ranks of the
+   * world set, ascending (exec.c installs them as transport ranks). */
+  hvd_request_list_t world = {.set = 0, .n = 1, .reqs = &q};
+  uint64_t members[NMEM + 1] = {0, 2, 3};
   q.type = HVD_MSG_PROCESS_SET;
-  q.nsplits = NMEM + 1;
-  one_request(q, &w);
+  q.splits = members;
+  q.nsplits = 3;
+  enc_req(&world, &w);
   cr_assert_eq(hvd_request_list_decode(w.data, w.len, NMEM, &l, NULL), HVD_OK);
-  cr_assert_eq(l.reqs[0].nsplits, NMEM + 1);
+  cr_assert_eq(l.reqs[0].nsplits, 3);
+  cr_assert_eq(l.reqs[0].splits[2], 3);
   hvd_request_list_free(&l);
   hvd_wbuf_free(&w);
+  one_request(q, &w); /* on set 1 */
+  req_rejects(w.data, w.len, NMEM, "process set created on another set");
+  hvd_wbuf_free(&w);
+  static const struct { uint32_t n; uint64_t r[NMEM + 1]; const char *what; } bad[] = {
+      {0, {0}, "no ranks"},
+      {NMEM + 1, {0, 1, 2, 3, 4}, "more ranks than the world"},
+      {2, {0, NMEM}, "a rank past the world"},
+      {3, {0, 2, 1}, "ranks out of order"},
+      {2, {1, 1}, "a rank twice"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    memcpy(members, bad[i].r, sizeof members);
+    q.nsplits = bad[i].n;
+    q.splits = bad[i].n ? members : NULL;
+    enc_req(&world, &w);
+    req_rejects(w.data, w.len, NMEM, bad[i].what);
+    hvd_wbuf_free(&w);
+  }
+}
+
+Test(message, process_set_response_ranks_checked) {
+  /* The members every rank installs: world ranks, distinct, ascending, on set 0. */
+  char *names[1] = {"process_set.create"};
+  int32_t ids[1] = {-1};
+  uint64_t members[NMEM + 1] = {1, 3};
+  hvd_response_t r = {.type = HVD_MSG_PROCESS_SET, .ntensors = 1, .names = names,
+                      .cache_ids = ids, .ncounts = 2, .counts = members, .last_joined = -1};
+  hvd_response_list_t l = {.set = 0, .seq = 1, .n = 1, .resps = &r}, d;
+  hvd_wbuf_t w;
+  enc_resp(&l, &w);
+  cr_assert_eq(hvd_response_list_decode(w.data, w.len, NMEM, &d, NULL), HVD_OK);
+  cr_assert_eq(d.resps[0].ncounts, 2);
+  cr_assert_eq(d.resps[0].counts[1], 3);
+  hvd_response_list_free(&d);
+  hvd_wbuf_free(&w);
+  l.set = 2;
+  enc_resp(&l, &w);
+  resp_rejects(w.data, w.len, NMEM, "process set created on another set");
+  hvd_wbuf_free(&w);
+  l.set = 0;
+  static const struct { uint32_t n; uint64_t r[NMEM + 1]; const char *what; } bad[] = {
+      {0, {0}, "no ranks"},
+      {NMEM + 1, {0, 1, 2, 3, 4}, "more ranks than the world"},
+      {1, {(uint64_t)-1}, "a negative rank"},
+      {2, {3, 2}, "ranks out of order"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    memcpy(members, bad[i].r, sizeof members);
+    r.ncounts = bad[i].n;
+    r.counts = bad[i].n ? members : NULL;
+    enc_resp(&l, &w);
+    resp_rejects(w.data, w.len, NMEM, bad[i].what);
+    hvd_wbuf_free(&w);
+  }
 }
 
 Test(message, request_counts_that_cannot_fit_rejected) {
