@@ -5,7 +5,8 @@
 #      (LeakSanitizer reports are collected in files and fail the stage);
 #   3. a 4-rank job with 4 application threads per rank under ThreadSanitizer
 #      (Criterion's runner itself does not run under TSan, so this stage runs the
-#      job directly).
+#      job directly);
+#   4. the libFuzzer harnesses of fuzz/ (clang, ASan+UBSan), 45 s each.
 # Exits non-zero if anything fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -49,6 +50,10 @@ if grep -q "ThreadSanitizer" "$log" || [ "$(grep -c 'CASE threads: OK' "$log")" 
 [ $st -eq 0 ] || cat "$log"
 rm -f "$log"
 stage "TSan: 4 ranks x 4 threads" $st
+
+echo "== libFuzzer harnesses (fuzz/run.sh: 45 s each, two at a time)"
+FUZZ_JOBS=2 fuzz/run.sh 45
+stage "libFuzzer harnesses" $?
 
 echo "== tests finished in $(( $(date +%s) - start )) s"
 echo "stages: $passed passed, $failed failed"
