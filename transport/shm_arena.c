@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,8 +11,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+void hvd_arena_name(char *out, size_t len, const char *tag, int gen, int rank) {
+  uint64_t h = 14695981039346656037ull; /* FNV-1a: ranks only need to agree on it */
+  for (const char *c = "hvd-shm:"; *c; c++) h = (h ^ (uint8_t)*c) * 1099511628211ull;
+  for (const char *c = tag; *c; c++) h = (h ^ (uint8_t)*c) * 1099511628211ull;
+  snprintf(out, len, "/hvd-%016llx-%d-%d", (unsigned long long)h, gen, rank);
+}
+
 static void seg_name(char *out, size_t len, const char *tag, int gen, int rank) {
-  snprintf(out, len, "/hvd-%.16s-%d-%d", tag, gen, rank);
+  hvd_arena_name(out, len, tag, gen, rank);
 }
 
 hvd_status_t hvd_arena_create(const char *tag, int gen, int rank, const int *local_ranks, int n,

@@ -48,9 +48,13 @@ typedef struct hvd_arena {
   int unlinked;
 } hvd_arena_t;
 
-/* Create and map this rank's segment. tag: a per-job string (the job token's first
- * characters); gen: the context's incarnation; rank: global rank. local_ranks: the
- * n global ranks on this host, ascending, including rank. */
+/* The name of a rank's segment: "/hvd-<64-bit hash of tag>-<gen>-<rank>". Names in
+ * /dev/shm are visible to every local user and appear in error messages, so the tag
+ * (the job token) is never part of them, only a hash of it. */
+void hvd_arena_name(char *out, size_t len, const char *tag, int gen, int rank);
+/* Create and map this rank's segment. tag: a per-job string (the job token); gen:
+ * the context's incarnation; rank: global rank. local_ranks: the n global ranks on
+ * this host, ascending, including rank. */
 hvd_status_t hvd_arena_create(const char *tag, int gen, int rank, const int *local_ranks, int n,
                               size_t slot_bytes, hvd_arena_t **out, hvd_err_t *err);
 /* Map the other local ranks' segments (they must all have been created). */

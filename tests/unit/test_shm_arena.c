@@ -150,7 +150,10 @@ Test(shm_arena, names_are_removed) {
   hvd_arena_t *a;
   hvd_err_t err;
   cr_assert_eq(hvd_arena_create(tag, 3, 0, ranks, 1, 4096, &a, &err), HVD_OK);
-  snprintf(path, sizeof path, "/dev/shm/hvd-%s-3-0", tag);
+  char name[96];
+  hvd_arena_name(name, sizeof name, tag, 3, 0);
+  snprintf(path, sizeof path, "/dev/shm%s", name);
+  cr_assert(strstr(path, tag) == NULL, "the tag is in the name: %s", path);
   cr_assert_eq(access(path, F_OK), 0, "segment should exist before unlink");
   hvd_arena_unlink(a);
   cr_assert_neq(access(path, F_OK), 0, "segment left in /dev/shm");
