@@ -336,7 +336,9 @@ static int route_source(const char *host, char *out, size_t size, hvd_err_t *err
   return 0;
 }
 
-int hvdrun_pick_rdv_addr(hvdrun_opts_t *opts, hvd_err_t *err) {
+/* The address ranks connect to: --network-interface's, else the one this host uses
+ * towards the first remote host, else loopback. */
+static int pick_connect_addr(hvdrun_opts_t *opts, hvd_err_t *err) {
   if (opts->iface != NULL)
     return iface_address(opts->iface, opts->rdv_addr, sizeof opts->rdv_addr, err);
   for (int i = 0; i < opts->nhosts; i++) {
@@ -345,5 +347,25 @@ int hvdrun_pick_rdv_addr(hvdrun_opts_t *opts, hvd_err_t *err) {
       return route_source(h->name, opts->rdv_addr, sizeof opts->rdv_addr, err);
   }
   snprintf(opts->rdv_addr, sizeof opts->rdv_addr, "127.0.0.1");
+  return 0;
+}
+
+/* The server listens on that one address, so that only the network the ranks use
+ * can reach it (loopback for a single-host job). --rendezvous-bind ADDR listens on
+ * ADDR instead; a specific ADDR is then also what the ranks connect to, a wildcard
+ * (0.0.0.0, ::) leaves them the address chosen above. */
+int hvdrun_pick_rdv_addr(hvdrun_opts_t *opts, hvd_err_t *err) {
+  if (pick_connect_addr(opts, err) != 0) return -1;
+  const char *bind = opts->rdv_bind_flag;
+  if (bind == NULL) {
+    snprintf(opts->rdv_bind, sizeof opts->rdv_bind, "%s", opts->rdv_addr);
+    return 0;
+  }
+  snprintf(opts->rdv_bind, sizeof opts->rdv_bind, "%s", bind);
+  struct in6_addr a6;
+  struct in_addr a4;
+  int any = (inet_pton(AF_INET, bind, &a4) == 1 && a4.s_addr == htonl(INADDR_ANY)) ||
+            (inet_pton(AF_INET6, bind, &a6) == 1 && IN6_IS_ADDR_UNSPECIFIED(&a6));
+  if (!any) snprintf(opts->rdv_addr, sizeof opts->rdv_addr, "%s", bind);
   return 0;
 }

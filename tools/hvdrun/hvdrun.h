@@ -85,7 +85,9 @@ typedef struct hvdrun_opts {
   int nx_env;
   char self_exe[PATH_MAX]; /* this hvdrun, also its path on every remote host */
   char cwd[PATH_MAX];      /* the ranks' working directory */
-  char rdv_addr[64];       /* where the rendezvous server listens */
+  char rdv_addr[64];       /* where the ranks reach the rendezvous server */
+  char rdv_bind[64];       /* where it listens: rdv_addr, or --rendezvous-bind */
+  const char *rdv_bind_flag; /* --rendezvous-bind */
   char **argv;             /* PROGRAM ARGS..., NULL-terminated (points into main's argv) */
 } hvdrun_opts_t;
 
@@ -178,7 +180,8 @@ int hvdrun_parse_hostfile(const char *path, hvdrun_host_t **hosts, int *nhosts,
 /* Place opts->np ranks on opts->hosts in order, mark local hosts, set nused and
  * any_remote. Returns 0, or -1 with err (too few slots). */
 int hvdrun_assign(hvdrun_opts_t *opts, hvd_err_t *err);
-/* Fill opts->rdv_addr (see --network-interface). Returns 0, or -1 with err. */
+/* Fill opts->rdv_addr (see --network-interface) and opts->rdv_bind (the same, unless
+ * --rendezvous-bind). Returns 0, or -1 with err. */
 int hvdrun_pick_rdv_addr(hvdrun_opts_t *opts, hvd_err_t *err);
 /* Local rank, local size, cross rank and cross size of global rank `rank`. */
 void hvdrun_rank_place(const hvdrun_opts_t *opts, int rank, const hvdrun_host_t **host,

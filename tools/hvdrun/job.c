@@ -2,7 +2,7 @@
  * The job: one libuv loop runs the rendezvous server, the ranks' processes and
  * output pipes, hvdrun's signal handlers and the timers of the stop sequence.
  *
- * Start-up: random job token, rendezvous server on opts->rdv_addr (ephemeral
+ * Start-up: random job token, rendezvous server on opts->rdv_bind (ephemeral
  * port), then each rank is spawned with whatever its launcher (local or ssh)
  * prepared, its stdout and stderr on real pipes (pipe2, not the socketpairs libuv
  * would make, so that /dev/stdout and friends keep working in the ranks) whose read
@@ -685,19 +685,25 @@ static void check_done(hvdrun_job_t *job) {
 }
 
 /* Make sure we may open enough descriptors: two pipes and a rendezvous connection
- * per rank. Returns 0, or -1 with the cause recorded. */
+ * per rank, and room for the connections the rendezvous server holds before they
+ * authenticate (it refuses more than 4096), so that a flood of bogus connections
+ * meets that bound rather than EMFILE, which would also turn real ranks away. The
+ * soft limit is raised as far as that (not beyond: the ranks inherit it). Returns 0,
+ * or -1 with the cause recorded. */
 static int check_fd_limit(hvdrun_job_t *job) {
   struct rlimit rl;
   rlim_t need = (rlim_t)job->size * 3 + 64;
-  if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= need) return 0;
+  rlim_t want = need + 4096 + 64;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= want) return 0;
   if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need) {
     set_cause(job, 1,
               "-np %d needs about %llu open files but the limit is %llu (ulimit -n)",
               job->size, (unsigned long long)need, (unsigned long long)rl.rlim_max);
     return -1;
   }
-  rl.rlim_cur = need;
-  if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+  rlim_t old = rl.rlim_cur;
+  rl.rlim_cur = rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want ? rl.rlim_max : want;
+  if (setrlimit(RLIMIT_NOFILE, &rl) != 0 && old < need) {
     set_cause(job, 1, "-np %d needs about %llu open files: raising the limit: %s",
               job->size, (unsigned long long)need, strerror(errno));
     return -1;
@@ -797,7 +803,7 @@ static void free_ranks(hvdrun_job_t *job) {
 static int start_rendezvous(hvdrun_job_t *job) {
   hvd_err_t err = {{0}};
   hvd_rdv_server_opts_t so = {
-      .bind_addr = job->opts->rdv_addr,
+      .bind_addr = job->opts->rdv_bind,
       .port = 0,
       .token = job->token,
       .size = job->size,
@@ -817,8 +823,9 @@ static int start_rendezvous(hvdrun_job_t *job) {
   job->rdv_addr = job->opts->rdv_addr;
   job->rdv_port = hvd_rdv_server_port(job->server);
   if (job->opts->verbose)
-    hvdrun_say("rendezvous server listening on %s:%d for %d rank%s", job->rdv_addr,
-               job->rdv_port, job->size, job->size == 1 ? "" : "s");
+    hvdrun_say("rendezvous server listening on %s:%d for %d rank%s (ranks connect to %s)",
+               job->opts->rdv_bind, job->rdv_port, job->size, job->size == 1 ? "" : "s",
+               job->rdv_addr);
   return 0;
 }
 
@@ -960,7 +967,7 @@ static int dry_run(hvdrun_job_t *job) {
       "hvdrun: dry run: %d rank%s on %d host%s, rendezvous server on %s (port chosen at "
       "start); nothing is started\n",
       job->size, job->size == 1 ? "" : "s", o->nused, o->nused == 1 ? "" : "s",
-      o->rdv_addr);
+      o->rdv_bind);
   for (int i = 0; i < job->size; i++) {
     hvdrun_rank_t *r = &job->ranks[i];
     int remote = r->launcher == &hvdrun_ssh_launcher;

@@ -22,6 +22,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 
 #include "common/log.h"
 #include "common/util.h"
@@ -54,6 +56,10 @@ static const char help_text[] =
     "                          the ranks' network transport uses IF (HVD_OFI_IFACE).\n"
     "                          Default: the address this host uses to reach the first\n"
     "                          remote host, or 127.0.0.1 when every rank runs here\n"
+    "  --rendezvous-bind ADDR  the rendezvous server listens on ADDR (an IPv4 or IPv6\n"
+    "                          literal) instead; 0.0.0.0 or :: listens on every\n"
+    "                          interface (ranks still connect to the address chosen\n"
+    "                          above). See docs/security.md\n"
     "  --start-timeout SECONDS how long ranks may take to connect to the rendezvous\n"
     "                          server before the job is stopped, naming them (default\n"
     "                          60; 0 waits forever; also HVD_START_TIMEOUT for "
@@ -223,6 +229,7 @@ enum {
   F_SSH_PORT,
   F_SSH_ID,
   F_IFACE,
+  F_RDV_BIND,
   F_START_TIMEOUT,
   F_FUSION,
   F_CYCLE,
@@ -264,6 +271,7 @@ static const struct flag {
     {"--ssh-identity-file", F_SSH_ID, 1},
     {"--network-interface", F_IFACE, 1},
     {"--network-interfaces", F_IFACE, 1},
+    {"--rendezvous-bind", F_RDV_BIND, 1},
     {"--start-timeout", F_START_TIMEOUT, 1},
     {"--fusion-threshold-mb", F_FUSION, 1},
     {"--cycle-time-ms", F_CYCLE, 1},
@@ -433,6 +441,15 @@ static int apply_flag(hvdrun_opts_t *o, const struct flag *fl, const char *val,
     }
     o->iface = val;
     return set_setting(o, fl->name, "HVD_OFI_IFACE", val, err);
+  case F_RDV_BIND: {
+    unsigned char addr[sizeof(struct in6_addr)];
+    if (inet_pton(AF_INET, val, addr) != 1 && inet_pton(AF_INET6, val, addr) != 1) {
+      hvd_err_set(err, "%s: '%s' is not an IPv4 or IPv6 address", fl->name, val);
+      return -1;
+    }
+    o->rdv_bind_flag = val;
+    return 0;
+  }
   case F_START_TIMEOUT:
     if (hvd_parse_int(val, 0, 86400, &v) != 0) {
       hvd_err_set(err, "--start-timeout: '%s' is not a number of seconds (0..86400)",
