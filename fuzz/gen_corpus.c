@@ -117,51 +117,96 @@ static void rdv_frames(void) {
   write_seed(h, "edge_truncated_header", raw, 7);
 }
 
-/* What the server harness sends: whole client sessions. */
-static void rdv_sessions(void) {
-  static const char *h = "fuzz_rdv_server";
+/* What the server harness sends: two clients' streams, A then B, after a 3-byte
+ * prefix (piece size, A's length little-endian). */
+static void session(const char *name, uint8_t piece, hvd_rdv_buf_t *a, hvd_rdv_buf_t *b) {
+  size_t na = a != NULL ? a->len : 0, nb = b != NULL ? b->len : 0;
+  uint8_t *p = malloc(3 + na + nb);
+  if (p == NULL) exit(1);
+  p[0] = piece;
+  p[1] = (uint8_t)na;
+  p[2] = (uint8_t)(na >> 8);
+  if (na) memcpy(p + 3, a->data, na);
+  if (nb) memcpy(p + 3 + na, b->data, nb);
+  write_seed("fuzz_rdv_server", name, p, 3 + na + nb);
+  free(p);
+  if (a != NULL) hvd_rdv_buf_free(a);
+  if (b != NULL) hvd_rdv_buf_free(b);
+}
+
+static void one(const char *name, uint16_t type, const char *str, uint32_t rank, uint32_t size) {
   hvd_rdv_buf_t b;
-
   hvd_rdv_buf_init(&b);
-  msg(&b, HVD_RDV_HELLO, FUZZ_TOKEN, NULL, 0, 2, 0);
-  msg(&b, HVD_RDV_PUT, "addr.0", "tcp;ofi_rxm:127.0.0.1:4242", 0, 0, 0);
-  msg(&b, HVD_RDV_GET, "addr.0", NULL, 0, 0, 0);
-  msg(&b, HVD_RDV_GET, "addr.1", NULL, 0, 0, 0);
-  msg(&b, HVD_RDV_GET, "addr.1", NULL, 0, 0, 3);
-  msg(&b, HVD_RDV_BARRIER, "init", NULL, 0, 0, 2);
+  msg(&b, type, str, type == HVD_RDV_PUT || type == HVD_RDV_VALUE ? "v" : NULL, rank, size, 0);
+  session(name, 0, &b, NULL);
+}
+
+static void rdv_sessions(void) {
+  hvd_rdv_buf_t a, b;
+
+  /* Both ranks: keys, a GET answered by the other's PUT, a barrier, BYE. */
+  hvd_rdv_buf_init(&a);
+  msg(&a, HVD_RDV_HELLO, FUZZ_TOKEN, NULL, 0, 2, 0);
+  msg(&a, HVD_RDV_PUT, "addr.0", "tcp;ofi_rxm:127.0.0.1:4242", 0, 0, 0);
+  msg(&a, HVD_RDV_GET, "addr.1", NULL, 0, 0, 2000);
+  msg(&a, HVD_RDV_BARRIER, "init", NULL, 0, 0, 2000);
+  msg(&a, HVD_RDV_GET, "addr.0", NULL, 0, 0, 0);
+  msg(&a, HVD_RDV_BYE, NULL, NULL, 0, 0, 0);
+  hvd_rdv_buf_init(&b);
+  msg(&b, HVD_RDV_HELLO, FUZZ_TOKEN, NULL, 1, 2, 0);
+  msg(&b, HVD_RDV_PUT, "addr.1", "tcp;ofi_rxm:127.0.0.1:4343", 0, 0, 0);
+  msg(&b, HVD_RDV_BARRIER, "init", NULL, 0, 0, 2000);
+  msg(&b, HVD_RDV_GET, "missing", NULL, 0, 0, 0);
+  msg(&b, HVD_RDV_GET, "missing", NULL, 0, 0, 3);
   msg(&b, HVD_RDV_BYE, NULL, NULL, 0, 0, 0);
-  seed_buf(h, "session_rank0", &b);
+  session("two_ranks", 0, &a, &b);
 
+  /* The same, written a few bytes at a time: headers split across reads. */
+  hvd_rdv_buf_init(&a);
+  msg(&a, HVD_RDV_HELLO, FUZZ_TOKEN, NULL, 0, 2, 0);
+  msg(&a, HVD_RDV_BARRIER, "b", NULL, 0, 0, 1);
+  msg(&a, HVD_RDV_PUT, "k", "", 0, 0, 0);
+  msg(&a, HVD_RDV_PUT, "k", "again", 0, 0, 0);
   hvd_rdv_buf_init(&b);
   msg(&b, HVD_RDV_HELLO, FUZZ_TOKEN, NULL, 1, 2, 0);
-  msg(&b, HVD_RDV_BARRIER, "b", NULL, 0, 0, 1);
-  msg(&b, HVD_RDV_PUT, "k", "", 0, 0, 0);
-  msg(&b, HVD_RDV_PUT, "k", "again", 0, 0, 0);
   msg(&b, HVD_RDV_GET, "k", NULL, 0, 0, 1000);
-  seed_buf(h, "session_rank1_no_bye", &b);
+  session("two_ranks_in_pieces_no_bye", 5, &a, &b);
 
-  hvd_rdv_buf_init(&b); msg(&b, HVD_RDV_HELLO, "fedcba9876543210fedcba9876543210", NULL, 0, 2, 0); seed_buf(h, "wrong_token", &b);
-  hvd_rdv_buf_init(&b); msg(&b, HVD_RDV_HELLO, "short", NULL, 0, 2, 0); seed_buf(h, "short_token", &b);
-  hvd_rdv_buf_init(&b); msg(&b, HVD_RDV_HELLO, FUZZ_TOKEN, NULL, 0, 3, 0); seed_buf(h, "size_mismatch", &b);
-  hvd_rdv_buf_init(&b); msg(&b, HVD_RDV_HELLO, FUZZ_TOKEN, NULL, 7, 2, 0); seed_buf(h, "rank_out_of_range", &b);
+  /* One rank taken twice. */
+  hvd_rdv_buf_init(&a);
+  msg(&a, HVD_RDV_HELLO, FUZZ_TOKEN, NULL, 0, 2, 0);
+  msg(&a, HVD_RDV_BARRIER, "x", NULL, 0, 0, 50);
   hvd_rdv_buf_init(&b);
   msg(&b, HVD_RDV_HELLO, FUZZ_TOKEN, NULL, 0, 2, 0);
-  msg(&b, HVD_RDV_HELLO, FUZZ_TOKEN, NULL, 1, 2, 0);
-  seed_buf(h, "hello_twice", &b);
-  hvd_rdv_buf_init(&b); msg(&b, HVD_RDV_PUT, "k", "v", 0, 0, 0); seed_buf(h, "put_before_hello", &b);
-  hvd_rdv_buf_init(&b);
-  msg(&b, HVD_RDV_HELLO, FUZZ_TOKEN, NULL, 0, 2, 0);
-  msg(&b, HVD_RDV_VALUE, "k", "v", 0, 0, 0); /* a server-to-client type */
-  seed_buf(h, "server_type_from_client", &b);
+  session("rank_taken_twice", 0, &a, &b);
+
+  one("wrong_token", HVD_RDV_HELLO, "fedcba9876543210fedcba9876543210", 0, 2);
+  one("short_token", HVD_RDV_HELLO, "short", 0, 2);
+  one("size_mismatch", HVD_RDV_HELLO, FUZZ_TOKEN, 0, 3);
+  one("rank_out_of_range", HVD_RDV_HELLO, FUZZ_TOKEN, 7, 2);
+  one("put_before_hello", HVD_RDV_PUT, "k", 0, 0);
+  hvd_rdv_buf_init(&a);
+  msg(&a, HVD_RDV_HELLO, FUZZ_TOKEN, NULL, 0, 2, 0);
+  msg(&a, HVD_RDV_VALUE, "k", "v", 0, 0, 0); /* a server-to-client type */
+  session("server_type_from_client", 0, &a, NULL);
 
   uint8_t raw[32];
   hvd_rdv_encode_header(raw, HVD_RDV_HELLO, HVD_RDV_MAX_HELLO + 1);
-  write_seed(h, "hello_too_long", raw, HVD_RDV_HEADER_SIZE);
-  hvd_rdv_encode_header(raw, HVD_RDV_HELLO, 40);
-  write_seed(h, "hello_truncated", raw, 20);
-  write_seed(h, "silent", raw, 0);
-  memcpy(raw, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 27);
-  write_seed(h, "http_request", raw, 27);
+  {
+    uint8_t in[3 + 20] = {0, 12, 0};
+    memcpy(in + 3, raw, 12);
+    write_seed("fuzz_rdv_server", "hello_too_long", in, 15);
+    hvd_rdv_encode_header(raw, HVD_RDV_HELLO, 40);
+    in[1] = 20;
+    memcpy(in + 3, raw, 12);
+    memset(in + 15, 'x', 8);
+    write_seed("fuzz_rdv_server", "hello_truncated", in, 23);
+  }
+  write_seed("fuzz_rdv_server", "silent", (const uint8_t[]){0, 0, 0}, 3);
+  {
+    static const char http[] = "\0\x1b\0GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    write_seed("fuzz_rdv_server", "http_request", http, sizeof http - 1);
+  }
 }
 
 /* ---- negotiation messages ----------------------------------------------------------- */
