@@ -273,6 +273,89 @@ Test(rdv_codec, frame_round_trip, .timeout = 30) {
   hvd_rdv_buf_free(&b);
 }
 
+/* Every payload type: encode, decode, same fields; a byte more or less, or a field
+ * over its bound, is refused with a reason. */
+Test(rdv_codec, messages_of_every_type, .timeout = 30) {
+  static const uint8_t key[] = "addr.3", val[] = "tcp;ofi_rxm:10.0.0.1:4242";
+  for (uint16_t t = HVD_RDV_HELLO; t < HVD_RDV_TYPE_MAX; t++) {
+    hvd_rdv_msg_t m = {.type = t};
+    int has_str = t != HVD_RDV_HELLO_OK && t != HVD_RDV_BYE;
+    int has_val = t == HVD_RDV_PUT || t == HVD_RDV_VALUE;
+    if (has_str) {
+      m.str = t == HVD_RDV_HELLO ? (const uint8_t *)TOKEN : key;
+      m.str_len = t == HVD_RDV_HELLO ? strlen(TOKEN) : sizeof key - 1;
+    }
+    if (has_val) {
+      m.value = val;
+      m.value_len = sizeof val - 1;
+    }
+    if (t == HVD_RDV_HELLO) {
+      m.rank = 3;
+      m.size = 0xfffffff0u;
+    }
+    if (t == HVD_RDV_GET || t == HVD_RDV_BARRIER) m.timeout_ms = 123456;
+    hvd_rdv_buf_t b;
+    hvd_rdv_buf_init(&b);
+    cr_assert_eq(hvd_rdv_msg_encode(&b, &m), HVD_OK, "type %u", t);
+    hvd_rdv_header_t h;
+    cr_assert_eq(hvd_rdv_decode_header(b.data, &h, NULL), HVD_OK);
+    cr_assert_eq(h.type, t);
+    cr_assert_eq(h.length, b.len - HVD_RDV_HEADER_SIZE);
+    const uint8_t *p = b.data + HVD_RDV_HEADER_SIZE;
+    hvd_rdv_msg_t d;
+    hvd_err_t err = {{0}};
+    cr_assert_eq(hvd_rdv_msg_decode(t, h.length ? p : NULL, h.length, &d, &err), HVD_OK,
+                 "type %u: %s", t, err.msg);
+    cr_assert(d.type == t && d.str_len == m.str_len && d.value_len == m.value_len &&
+                  d.rank == m.rank && d.size == m.size && d.timeout_ms == m.timeout_ms,
+              "type %u decoded differently", t);
+    if (m.str_len) cr_assert_arr_eq(d.str, m.str, m.str_len);
+    if (m.value_len) cr_assert_arr_eq(d.value, m.value, m.value_len);
+    /* One byte short, one byte more. */
+    if (h.length > 0) {
+      err.msg[0] = '\0';
+      cr_assert_eq(hvd_rdv_msg_decode(t, p, h.length - 1, &d, &err), HVD_ERR_PROTOCOL, "%u", t);
+      cr_assert(strstr(err.msg, "malformed") != NULL, "%s", err.msg);
+    }
+    uint8_t more[1024];
+    memcpy(more, p, h.length);
+    more[h.length] = 0;
+    cr_assert_eq(hvd_rdv_msg_decode(t, more, h.length + 1, &d, NULL), HVD_ERR_PROTOCOL, "%u", t);
+    hvd_rdv_buf_free(&b);
+  }
+  /* Bounds: a key of HVD_RDV_MAX_KEY bytes passes, one more does not, either way. */
+  static uint8_t big[HVD_RDV_MAX_TOKEN_WIRE + 1];
+  memset(big, 'k', sizeof big);
+  hvd_rdv_msg_t m = {.type = HVD_RDV_GET, .str = big, .str_len = HVD_RDV_MAX_KEY};
+  hvd_rdv_buf_t b;
+  hvd_rdv_buf_init(&b);
+  cr_assert_eq(hvd_rdv_msg_encode(&b, &m), HVD_OK);
+  hvd_rdv_buf_free(&b);
+  m.str_len++;
+  cr_assert_eq(hvd_rdv_msg_encode(&b, &m), HVD_ERR_PROTOCOL);
+  hvd_rdv_buf_free(&b);
+  hvd_rdv_frame_begin(&b, HVD_RDV_GET);
+  hvd_rdv_put_str(&b, big, HVD_RDV_MAX_KEY + 1);
+  hvd_rdv_put_u32(&b, 0);
+  cr_assert_eq(hvd_rdv_frame_end(&b), HVD_OK);
+  hvd_rdv_msg_t d;
+  cr_assert_eq(hvd_rdv_msg_decode(HVD_RDV_GET, b.data + HVD_RDV_HEADER_SIZE,
+                                  b.len - HVD_RDV_HEADER_SIZE, &d, NULL),
+               HVD_ERR_PROTOCOL);
+  hvd_rdv_buf_free(&b);
+  /* A HELLO token up to HVD_RDV_MAX_TOKEN_WIRE parses (and is then a wrong token). */
+  m = (hvd_rdv_msg_t){.type = HVD_RDV_HELLO, .str = big, .str_len = HVD_RDV_MAX_TOKEN_WIRE};
+  cr_assert_eq(hvd_rdv_msg_encode(&b, &m), HVD_OK);
+  cr_assert_eq(b.len, HVD_RDV_HEADER_SIZE + HVD_RDV_MAX_HELLO);
+  hvd_rdv_buf_free(&b);
+  /* Not a type. */
+  cr_assert_eq(hvd_rdv_msg_decode(0, NULL, 0, &d, NULL), HVD_ERR_PROTOCOL);
+  cr_assert_eq(hvd_rdv_msg_decode(HVD_RDV_TYPE_MAX, NULL, 0, &d, NULL), HVD_ERR_PROTOCOL);
+  m.type = HVD_RDV_TYPE_MAX;
+  cr_assert_eq(hvd_rdv_msg_encode(&b, &m), HVD_ERR_INVALID_PARAM);
+  hvd_rdv_buf_free(&b);
+}
+
 Test(rdv_codec, reader_rejections, .timeout = 30) {
   hvd_rdv_reader_t r;
   size_t n;
