@@ -20,7 +20,7 @@ rss=${FUZZ_RSS_MB:-2048}
 all=(fuzz_rdv_frame fuzz_rdv_server fuzz_request_list fuzz_response_list)
 
 command -v clang >/dev/null || { echo "fuzz: clang is not installed (scripts/setup.sh installs it)"; exit 1; }
-CC=clang cmake -S . -B "$build" -DHVD_FUZZ=ON -DHVD_BUILD_TESTS=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+CC=clang cmake -S . -B "$build" -DHVD_FUZZ=ON -DHVD_BUILD_TESTS=OFF -DHVD_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   >"$build.configure.log" 2>&1 || { cat "$build.configure.log"; exit 1; }
 cmake --build "$build" -j"$(nproc)" --target fuzzers >"$build/fuzz-build.log" 2>&1 ||
   { cat "$build/fuzz-build.log"; echo "fuzz: build failed (libFuzzer runtime missing? apt-get install libclang-rt-14-dev)"; exit 1; }
