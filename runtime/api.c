@@ -74,6 +74,7 @@ static void req_destroy(hvd_req_t *r) {
 }
 
 void hvd_req_finish(hvd_req_t *r) {
+  atomic_store_explicit(&r->finished, 1, memory_order_release);
   if (r->callback) r->callback(r, r->status, r->callback_arg);
   pthread_mutex_lock(&r->mu);
   atomic_store_explicit(&r->done, 1, memory_order_release);
@@ -462,12 +463,13 @@ hvd_status_t hvd_wait(hvd_req_t *req) {
 }
 
 const char *hvd_req_error(const hvd_req_t *req) {
-  if (req == NULL || !atomic_load_explicit(&req->done, memory_order_acquire)) return "";
+  if (req == NULL || !atomic_load_explicit(&req->finished, memory_order_acquire)) return "";
   return req->err;
 }
 
 hvd_status_t hvd_req_output(const hvd_req_t *req, void **buf, size_t *count) {
-  if (req == NULL || !atomic_load_explicit(&req->done, memory_order_acquire)) return HVD_ERR_INVALID_PARAM;
+  if (req == NULL || !atomic_load_explicit(&req->finished, memory_order_acquire))
+    return HVD_ERR_INVALID_PARAM;
   uint8_t t = req->entries[0].meta.type;
   if (t != HVD_MSG_ALLGATHER && t != HVD_MSG_ALLTOALL) return HVD_ERR_INVALID_PARAM;
   if (buf) *buf = req->out_buf;
@@ -476,7 +478,8 @@ hvd_status_t hvd_req_output(const hvd_req_t *req, void **buf, size_t *count) {
 }
 
 hvd_status_t hvd_req_recv_counts(const hvd_req_t *req, const size_t **counts, int *n) {
-  if (req == NULL || !atomic_load_explicit(&req->done, memory_order_acquire) || req->recv_counts == NULL)
+  if (req == NULL || !atomic_load_explicit(&req->finished, memory_order_acquire) ||
+      req->recv_counts == NULL)
     return HVD_ERR_INVALID_PARAM;
   if (counts) *counts = req->recv_counts;
   if (n) *n = req->nrecv_counts;

@@ -63,7 +63,8 @@ struct hvd_req {
   int nrecv_counts;
   int int_result; /* join: last rank; process set: id */
 
-  atomic_int done;
+  atomic_int finished; /* results final: set before the callback runs (it may read them) */
+  atomic_int done;     /* set after the callback: hvd_test/hvd_wait see this */
   pthread_mutex_t mu;
   pthread_cond_t cv;
 };

@@ -158,6 +158,11 @@ const char *prog_path(const char *name) {
   return b;
 }
 
+int test_quick(void) {
+  const char *q = getenv("HVD_TEST_QUICK");
+  return q != NULL && *q != '\0' && strcmp(q, "0") != 0;
+}
+
 #include <dirent.h>
 
 int procs_matching(const char *marker) {

@@ -38,4 +38,15 @@ const char *prog_path(const char *name); /* tests/integration/progs */
  * joined by spaces, contains marker. */
 int procs_matching(const char *marker);
 
+/* 1 when HVD_TEST_QUICK is set to a non-zero value. scripts/test.sh sets it for the
+ * integration suites under ASan+UBSan: there each suite runs a reduced but still
+ * meaningful configuration (fewer rank counts and sizes, the heaviest cases skipped)
+ * so that the whole run fits the CI budget. The normal build runs everything. */
+int test_quick(void);
+/* In quick mode, skip the calling test, saying why (what else covers it). */
+#define QUICK_SKIP(why)                                                                   \
+  do {                                                                                    \
+    if (test_quick()) cr_skip_test("HVD_TEST_QUICK: %s", why);                            \
+  } while (0)
+
 #endif

@@ -442,6 +442,8 @@ int main(int argc, char **argv) {
       failures++;
       break;
     }
+  free(mn);
+  free(mx);
   hvd_shutdown(ctx);
   if (failures) {
     printf("rank %d: MATRIX FAILED %d of %d cases\n", R, failures, cases);

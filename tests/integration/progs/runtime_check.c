@@ -7,6 +7,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -729,6 +730,123 @@ static void case_slow_peer(void) {
   }
 }
 
+/* Application threads submitting at once on different process sets (two on all ranks,
+ * one on the even and one on the odd ranks), every operation with a completion
+ * callback, which runs on the background thread: the submitting thread waits for its
+ * callback's flag, then hvd_wait returns the status the callback saw, the callback ran
+ * exactly once, and the values are right. Allgathers read their output inside the
+ * callback. scripts/test.sh also runs this under ThreadSanitizer. */
+typedef struct {
+  atomic_int calls;
+  hvd_status_t status; /* written before calls is incremented */
+  size_t output_count; /* allgather: what hvd_req_output said inside the callback */
+} cb_state_t;
+
+static void on_done(hvd_req_t *req, hvd_status_t st, void *arg) {
+  cb_state_t *s = arg;
+  s->status = st;
+  void *out;
+  size_t n = 0;
+  if (hvd_req_output(req, &out, &n) == HVD_OK) s->output_count = n;
+  atomic_fetch_add_explicit(&s->calls, 1, memory_order_release);
+}
+
+typedef struct {
+  int t, set, n;
+  int members[64];
+} cb_thread_t;
+
+static void *callback_thread(void *p) {
+  const cb_thread_t *c = p;
+  int64_t member_sum = 0;
+  for (int j = 0; j < c->n; j++) member_sum += c->members[j];
+  for (int k = 0; k < 30; k++) {
+    int gather = k % 5 == 4;
+    int32_t v[129], w[129 * 64];
+    for (int i = 0; i < 129; i++) v[i] = c->t * 1000 + k * 10 + i % 7 + R;
+    char name[64];
+    snprintf(name, sizeof name, "cb.%d.%d", c->t, k);
+    cb_state_t s = {.calls = 0, .status = HVD_IN_PROGRESS, .output_count = 0};
+    hvd_op_args_t a = HVD_OP_ARGS_INIT;
+    a.name = name;
+    a.sendbuf = v;
+    a.recvbuf = w;
+    a.count = 129;
+    a.dtype = HVD_INT32;
+    a.process_set = c->set;
+    a.callback = on_done;
+    a.callback_arg = &s;
+    hvd_req_t *req;
+    hvd_status_t rc;
+    if (gather) {
+      a.recv_capacity = 129 * 64;
+      rc = hvd_allgather_ex(ctx, &a, &req);
+    } else {
+      rc = hvd_allreduce_ex(ctx, &a, &req);
+    }
+    if (rc != HVD_OK) {
+      FAIL("%s: submit: %s", name, hvd_status_string(rc));
+      continue;
+    }
+    double end = now_s() + 60;
+    while (atomic_load_explicit(&s.calls, memory_order_acquire) == 0 && now_s() < end)
+      usleep(200);
+    rc = hvd_wait(req);
+    int calls = atomic_load_explicit(&s.calls, memory_order_acquire);
+    if (calls != 1 || s.status != rc || rc != HVD_OK)
+      FAIL("%s: %d callbacks, callback status %s, wait %s", name, calls,
+           hvd_status_string(s.status), hvd_status_string(rc));
+    hvd_req_free(req);
+    if (gather) {
+      if (s.output_count != 129 * (size_t)c->n) FAIL("%s: callback saw %zu elements", name, s.output_count);
+      for (int j = 0; j < c->n; j++)
+        for (int i = 0; i < 129; i++)
+          if (w[j * 129 + i] != c->t * 1000 + k * 10 + i % 7 + c->members[j]) {
+            FAIL("%s[%d] = %d", name, j * 129 + i, w[j * 129 + i]);
+            j = c->n;
+            break;
+          }
+    } else {
+      for (int i = 0; i < 129; i++) {
+        int64_t want = (int64_t)c->n * (c->t * 1000 + k * 10 + i % 7) + member_sum;
+        if (w[i] != want) {
+          FAIL("%s[%d] = %d, want %lld", name, i, w[i], (long long)want);
+          break;
+        }
+      }
+    }
+  }
+  return NULL;
+}
+
+static void case_callbacks(void) {
+  cb_thread_t th[4];
+  int even[64] = {0}, odd[64] = {0}, ne = 0, no = 0;
+  if (N > 64) {
+    FAIL("at most 64 ranks");
+    return;
+  }
+  for (int r = 0; r < N; r++) {
+    if (r % 2 == 0) even[ne++] = r;
+    else odd[no++] = r;
+  }
+  int ide = 0, ido = 0;
+  CHECK_OK(hvd_process_set_create(ctx, even, ne, &ide));
+  if (no > 0) CHECK_OK(hvd_process_set_create(ctx, odd, no, &ido));
+  for (int t = 0; t < 4; t++) {
+    th[t].t = t;
+    th[t].set = t == 1 ? (R % 2 == 0 ? ide : ido) : 0; /* thread 1: this rank's parity set */
+    th[t].n = 0;
+    for (int r = 0; r < N; r++)
+      if (th[t].set == 0 || r % 2 == R % 2) th[t].members[th[t].n++] = r;
+  }
+  /* Threads 0, 2 and 3 on all ranks at once, thread 1 on the parity set. */
+  pthread_t tid[4];
+  for (int t = 0; t < 4; t++) pthread_create(&tid[t], NULL, callback_thread, &th[t]);
+  for (int t = 0; t < 4; t++) pthread_join(tid[t], NULL);
+  CHECK_OK(hvd_barrier(ctx, 0));
+}
+
 /* Shutdown completes outstanding work with a clear status, and init works again. */
 static void case_reinit(void) {
   for (int round = 0; round < 2; round++) {
@@ -778,6 +896,7 @@ int main(int argc, char **argv) {
   else if (!strcmp(c, "collectives")) case_collectives();
   else if (!strcmp(c, "stall")) case_stall();
   else if (!strcmp(c, "threads")) case_threads();
+  else if (!strcmp(c, "callbacks")) case_callbacks();
   else if (!strcmp(c, "invalid")) case_invalid();
   else if (!strcmp(c, "reinit")) case_reinit();
   else if (!strcmp(c, "slow_peer")) case_slow_peer();
