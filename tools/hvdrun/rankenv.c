@@ -5,8 +5,9 @@
  * the settings from flags (--log-level -> HVD_LOG_LEVEL ...), the -x variables, then
  * what hvdrun inherited. A name we set also hides its HOROVOD_* alias from the
  * inherited environment, so that a nested or re-run job cannot pick up a stale value
- * through the alias. Remote ranks inherit only HVD_*, HOROVOD_* and FI_* from hvdrun:
- * the rest of their environment is the remote login's, plus -x.
+ * through the alias. Remote ranks inherit only HVD_*, HOROVOD_*, FI_* and the
+ * sanitizers' *SAN_OPTIONS from hvdrun: the rest of their environment is the remote
+ * login's, plus -x.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -34,7 +35,13 @@ static int taken(const char *entry, char *const *chosen, size_t n) {
   return 0;
 }
 
+/* The sanitizers' settings travel too, so that a sanitized job reports (log_path,
+ * leak detection, halting) the same way on every host. */
 static int forwarded_remote(const char *entry) {
+  static const char *const san[] = {"ASAN_OPTIONS=", "UBSAN_OPTIONS=", "LSAN_OPTIONS=",
+                                    "TSAN_OPTIONS="};
+  for (size_t i = 0; i < sizeof san / sizeof san[0]; i++)
+    if (strncmp(entry, san[i], strlen(san[i])) == 0) return 1;
   return strncmp(entry, "HVD_", 4) == 0 || strncmp(entry, "HOROVOD_", 8) == 0 ||
          strncmp(entry, "FI_", 3) == 0;
 }
