@@ -235,7 +235,9 @@ typedef struct hvd_op_args {
  * checked here (HVD_ERR_INVALID_PARAM with a log line naming the argument, *req NULL);
  * a name already in flight on this rank is HVD_ERR_INVALID_PARAM too. Everything else
  * (ranks disagreeing: HVD_ERR_MISMATCH; a dead peer: HVD_ERR_ABORTED; a stall past
- * HVD_STALL_SHUTDOWN_TIME_SECONDS: HVD_ERR_TIMEOUT) is reported through the request.
+ * HVD_STALL_SHUTDOWN_TIME_SECONDS, or a collective whose transfers made no progress for
+ * HVD_TRANSPORT_TIMEOUT_SECONDS (a network or peer failure, which also fails the job):
+ * HVD_ERR_TIMEOUT) is reported through the request.
  * Operations run in an order all ranks agree on, whatever order they were submitted
  * in; compatible allreduces are fused. Any application thread.
  */

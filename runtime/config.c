@@ -33,6 +33,10 @@ static const hvd_config_field_t fields[] = {
      OFF(start_timeout_s), "seconds to wait for every rank to connect at init", NULL},
     {"HVD_SHUTDOWN_TIMEOUT_SECONDS", NULL, HVD_CFG_DOUBLE, "30", 0, 86400,
      OFF(shutdown_timeout_s), "seconds hvd_shutdown waits for the other ranks", NULL},
+    {"HVD_TRANSPORT_TIMEOUT_SECONDS", "HOROVOD_GLOO_TIMEOUT_SECONDS", HVD_CFG_DOUBLE, "30", 0,
+     86400, OFF(transport_timeout_s),
+     "seconds a collective may wait for a peer without any of its transfers progressing "
+     "before it fails with HVD_ERR_TIMEOUT (network or peer failure); 0 = never", NULL},
     {"HVD_FUSION_THRESHOLD", "HOROVOD_FUSION_THRESHOLD", HVD_CFG_BYTES, "128M", 0,
      17179869184.0, OFF(fusion_threshold),
      "bytes up to which compatible allreduces are fused into one; 0 disables fusion", NULL},

@@ -30,6 +30,7 @@ typedef struct hvd_config {
   long ofi_max_msg_size;
   double start_timeout_s;
   double shutdown_timeout_s;
+  double transport_timeout_s;
   long fusion_threshold;
   double cycle_time_ms;
   long cache_capacity;

@@ -113,10 +113,17 @@ static hvd_status_t exchange_addresses(hvd_ctx_t *ctx, int timeout_ms, hvd_err_t
     lens[r] = len - hl - 1;
   }
   ctx->local_ranks = malloc((size_t)n * sizeof *ctx->local_ranks);
-  if (ctx->local_ranks == NULL) {
+  ctx->hosts = calloc((size_t)n, sizeof *ctx->hosts);
+  if (ctx->local_ranks == NULL || ctx->hosts == NULL) {
     rc = HVD_ERR_NO_MEMORY;
     goto out;
   }
+  for (int r = 0; r < n; r++) /* the host is the first string of the value (see above) */
+    if ((ctx->hosts[r] = strdup(vals[r])) == NULL) {
+      rc = HVD_ERR_NO_MEMORY;
+      goto out;
+    }
+  hvd_transport_set_hosts(ctx->tp, (const char *const *)ctx->hosts);
   ctx->nlocal = 0;
   for (int r = 0; r < n; r++)
     if (same[r]) ctx->local_ranks[ctx->nlocal++] = r;
@@ -254,6 +261,8 @@ static void ctx_free(hvd_ctx_t *ctx) {
   hvd_engine_free(ctx->eng);
   hvd_arena_destroy(ctx->arena);
   free(ctx->local_ranks);
+  for (int r = 0; ctx->hosts != NULL && r < ctx->id.size; r++) free(ctx->hosts[r]);
+  free(ctx->hosts);
   hvd_timeline_close(ctx->tl);
   pthread_cond_destroy(&ctx->tl_cv);
   free(ctx->fusion);
@@ -314,7 +323,8 @@ hvd_status_t hvd_init(hvd_ctx_t **out) {
                           .size = ctx->id.size,
                           .provider = ctx->cfg.ofi_provider,
                           .iface = ctx->cfg.ofi_iface,
-                          .max_msg_size = (size_t)ctx->cfg.ofi_max_msg_size};
+                          .max_msg_size = (size_t)ctx->cfg.ofi_max_msg_size,
+                          .timeout_s = ctx->cfg.transport_timeout_s};
     HVD_CHECK_GOTO(hvd_ofi_create(&p, &ctx->tp, &err), rc, fail);
     hvd_transport_set_abort(ctx->tp, &ctx->aborted);
     HVD_CHECK_GOTO(exchange_addresses(ctx, timeout_ms, &err), rc, fail);

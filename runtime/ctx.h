@@ -117,6 +117,7 @@ struct hvd_ctx {
   struct hvd_arena *arena; /* same-host shared memory, when every rank is local */
   int nlocal;              /* ranks on this host (from the address exchange) */
   int *local_ranks;
+  char **hosts; /* hosts[r]: rank r's host (address exchange), for transport errors */
   int gen; /* incarnation of this rank in the job (re-init after shutdown) */
   hvd_transport_t *tp;
 

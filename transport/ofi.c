@@ -665,6 +665,7 @@ hvd_status_t hvd_ofi_create(const hvd_ofi_params_t *params, hvd_transport_t **ou
   o->base.ops = &ofi_ops;
   o->base.rank = params->rank;
   o->base.size = params->size;
+  if (params->timeout_s > 0) o->timeout_ns = (uint64_t)(params->timeout_s * 1e9);
 
   hvd_ofi_prov_t *local = &o->slot[HVD_OFI_LOCAL];
   hvd_ofi_prov_t *net = &o->slot[HVD_OFI_NET];

@@ -56,6 +56,7 @@ typedef struct hvd_ofi {
   hvd_ofi_prov_t slot[HVD_OFI_NSLOTS];
   char net_error[HVD_ERR_MSG_MAX]; /* why the network slot is closed, if it is */
   hvd_ofi_peer_t *peers;           /* size entries, from connect() */
+  uint64_t timeout_ns;             /* params->timeout_s; 0 = waits never time out */
 } hvd_ofi_t;
 
 static inline hvd_ofi_t *hvd_ofi_of(hvd_transport_t *tp) {

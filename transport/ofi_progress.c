@@ -17,6 +17,16 @@
  *     (timer slack makes the short ones ~55 us)                 peer costs 1-2% of a core
  * Any completion or posting restarts the sequence. We poll rather than block on a
  * wait object because shm (1.17) never signals one: a peer's write would not wake us.
+ *
+ * No-progress timeout (o->timeout_ns, HVD_TRANSPORT_TIMEOUT_SECONDS). tcp;ofi_rxm
+ * reports a dead link only when TCP gives up retransmitting, many minutes later, so
+ * the timer is ours: waitall fails with HVD_ERR_TIMEOUT once that long passed with
+ * no completion of any of its own xfers. The clock starts at the call and restarts
+ * whenever one of them progresses; a collective calls waitall again right after
+ * each step, so what is timed is how long the operation has been stuck, never how
+ * long an xfer has been posted (a pipelined receive may legitimately wait behind
+ * earlier chunks). Other traffic (another peer's control messages) does not count:
+ * it says nothing about the peer this operation waits for.
  */
 #include <rdma/fi_eq.h>
 #include <rdma/fi_errno.h>
@@ -136,6 +146,45 @@ hvd_status_t hvd_ofi_progress(hvd_transport_t *tp) {
   return hvd_ofi_progress_pass(hvd_ofi_of(tp), &events);
 }
 
+/* " (host NAME)" for peer, or "" when the owner gave no host names. */
+static const char *host_of(const hvd_ofi_t *o, int peer, char *buf, size_t n) {
+  const char *const *hosts = o->base.hosts;
+  buf[0] = '\0';
+  if (hosts != NULL && hosts[peer] != NULL) snprintf(buf, n, " (host %s)", hosts[peer]);
+  return buf;
+}
+
+/* None of xs[0..n) progressed for the timeout: name the peer waited for. A peer
+ * behind the network provider goes first: a same-host (shm) peer that is stuck is
+ * usually waiting for the same dead link; the others are listed after it. */
+static hvd_status_t no_progress(hvd_ofi_t *o, hvd_xfer_t *const *xs, int n) {
+  const hvd_xfer_t *x = NULL;
+  for (int net_only = 1; net_only >= 0 && x == NULL; net_only--)
+    for (int i = 0; i < n && x == NULL; i++)
+      if (xs[i] != NULL && xs[i]->pending > 0 &&
+          (!net_only || xs[i]->prov == &o->slot[HVD_OFI_NET]))
+        x = xs[i];
+  char host[HVD_OFI_NAME_MAX], also[160] = "";
+  size_t off = 0;
+  for (int i = 0; i < n; i++) {
+    if (xs[i] == NULL || xs[i]->pending == 0 || xs[i]->peer == x->peer) continue;
+    int seen = 0;
+    for (int j = 0; j < i; j++)
+      seen |= xs[j] != NULL && xs[j]->pending > 0 && xs[j]->peer == xs[i]->peer;
+    if (seen || off >= sizeof also - 1) continue;
+    int w = snprintf(also + off, sizeof also - off, "%s rank %d%s", off ? "," : "; also for",
+                     xs[i]->peer, host_of(o, xs[i]->peer, host, sizeof host));
+    if (w > 0) off += (size_t)w;
+  }
+  char xhost[HVD_OFI_NAME_MAX];
+  hvd_err_set(&o->base.err,
+              "no progress from rank %d%s for %.1f s (HVD_TRANSPORT_TIMEOUT_SECONDS): network "
+              "or peer failure (waiting for a %zu-byte %s over %s%s)",
+              x->peer, host_of(o, x->peer, xhost, sizeof xhost), (double)o->timeout_ns * 1e-9,
+              x->len, xfer_what(x), ((const hvd_ofi_prov_t *)x->prov)->name, also);
+  return HVD_ERR_TIMEOUT;
+}
+
 hvd_status_t hvd_ofi_waitall(hvd_transport_t *tp, hvd_xfer_t *const *xs, int n) {
   hvd_ofi_t *o = hvd_ofi_of(tp);
   if (n < 0 || (xs == NULL && n > 0)) {
@@ -143,6 +192,8 @@ hvd_status_t hvd_ofi_waitall(hvd_transport_t *tp, hvd_xfer_t *const *xs, int n) 
     return HVD_ERR_INVALID_PARAM;
   }
   uint64_t idle_since = hvd_now_ns();
+  uint64_t stuck_since = idle_since; /* last progress of xs: the no-progress clock */
+  long pending_before = -1;
   long sleep_ns = HVD_OFI_SLEEP_MIN_NS;
   for (;;) {
     int events = 0;
@@ -151,6 +202,7 @@ hvd_status_t hvd_ofi_waitall(hvd_transport_t *tp, hvd_xfer_t *const *xs, int n) 
     const hvd_xfer_t *busy = NULL;
     int nbusy = 0;
     uint64_t busy_bytes = 0;
+    long pending = 0;
     for (int i = 0; i < n; i++) {
       const hvd_xfer_t *x = xs[i];
       if (x == NULL) continue;
@@ -159,6 +211,7 @@ hvd_status_t hvd_ofi_waitall(hvd_transport_t *tp, hvd_xfer_t *const *xs, int n) 
         if (busy == NULL) busy = x;
         nbusy++;
         busy_bytes += x->len;
+        pending += x->pending;
       }
     }
     if (busy == NULL) return HVD_OK;
@@ -171,6 +224,12 @@ hvd_status_t hvd_ofi_waitall(hvd_transport_t *tp, hvd_xfer_t *const *xs, int n) 
     }
 
     uint64_t now = hvd_now_ns();
+    if (pending != pending_before) { /* one of ours completed (or this is the first pass) */
+      pending_before = pending;
+      stuck_since = now;
+    } else if (o->timeout_ns != 0 && now - stuck_since >= o->timeout_ns) {
+      return no_progress(o, xs, n);
+    }
     if (events > 0) {
       idle_since = now;
       sleep_ns = HVD_OFI_SLEEP_MIN_NS;

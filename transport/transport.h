@@ -77,7 +77,12 @@ typedef struct hvd_transport_ops {
   /* Drive progress until every xfer in xs[0..n) completed (NULL entries skipped).
    * Spins briefly, then yields, then sleeps with back-off so a waiting rank does
    * not burn a core. Returns HVD_OK, the first xfer error, or HVD_ERR_ABORTED as
-   * soon as the abort flag (hvd_transport_set_abort) becomes non-zero. After an
+   * soon as the abort flag (hvd_transport_set_abort) becomes non-zero.
+   * HVD_ERR_TIMEOUT when the transport has a timeout (hvd_ofi_params_t timeout_s)
+   * and that long passes without any of xs[] progressing (a completion):
+   * the clock starts when waitall is called and restarts at each completion, so it
+   * measures how long the caller's operation has been stuck, not how old an xfer is;
+   * tp->err names the peer (and its host, see hvd_transport_set_hosts). After an
    * error return, xfers still pending stay in use by the transport: keep them and
    * their buffers alive until they complete or the transport is destroyed. */
   hvd_status_t (*waitall)(hvd_transport_t *tp, hvd_xfer_t *const *xs, int n);
@@ -94,11 +99,18 @@ struct hvd_transport {
   int size;
   /* Set by the owner; when *abort != 0 waits return HVD_ERR_ABORTED. May be NULL. */
   const atomic_int *abort;
+  /* Set by the owner: hosts[r] is rank r's host name, for error messages. May be
+   * NULL; the strings are the owner's and must outlive the transport. */
+  const char *const *hosts;
   hvd_err_t err; /* detail of the last failure */
 };
 
 static inline void hvd_transport_set_abort(hvd_transport_t *tp, const atomic_int *flag) {
   tp->abort = flag;
+}
+
+static inline void hvd_transport_set_hosts(hvd_transport_t *tp, const char *const *hosts) {
+  tp->hosts = hosts;
 }
 
 /* Parameters for the libfabric transport. */
@@ -114,6 +126,10 @@ typedef struct hvd_ofi_params {
   /* Largest single fabric message; larger ones are segmented. 0 = provider limit.
    * From HVD_OFI_MAX_MSG_SIZE (tests use it to exercise segmentation). */
   size_t max_msg_size;
+  /* Seconds a waitall may go without any of its xfers progressing before it fails
+   * with HVD_ERR_TIMEOUT (tcp;ofi_rxm would report a dead link only after minutes
+   * of TCP retransmission). 0 = never. From HVD_TRANSPORT_TIMEOUT_SECONDS. */
+  double timeout_s;
 } hvd_ofi_params_t;
 
 /* Open the libfabric transport (endpoints, CQs, AVs); no peers yet. */

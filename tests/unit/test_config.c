@@ -98,6 +98,7 @@ Test(config, defaults) {
   cr_assert_eq(c.ofi_max_msg_size, 0);
   cr_assert_eq(c.start_timeout_s, 60);
   cr_assert_eq(c.shutdown_timeout_s, 30);
+  cr_assert_eq(c.transport_timeout_s, 30);
   cr_assert_eq(c.fusion_threshold, 128l * 1024 * 1024);
   cr_assert_eq(c.cycle_time_ms, 1);
   cr_assert_eq(c.cache_capacity, 1024);
@@ -204,6 +205,10 @@ Test(config, doubles_in_range) {
   has(load_bad("HVD_START_TIMEOUT", "0.09"), "[0.1, 86400]");
   has(load_bad("HVD_START_TIMEOUT", "0"), "[0.1, 86400]");
   has(load_bad("HVD_SHUTDOWN_TIMEOUT_SECONDS", "86401"), "[0, 86400]");
+  cr_assert_eq(with("HVD_TRANSPORT_TIMEOUT_SECONDS", "0").transport_timeout_s, 0);
+  cr_assert_eq(with("HVD_TRANSPORT_TIMEOUT_SECONDS", "2.5").transport_timeout_s, 2.5);
+  cr_assert_eq(with("HOROVOD_GLOO_TIMEOUT_SECONDS", "45").transport_timeout_s, 45);
+  has(load_bad("HVD_TRANSPORT_TIMEOUT_SECONDS", "-1"), "[0, 86400]");
 }
 
 Test(config, integers_in_range) {

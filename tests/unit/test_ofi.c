@@ -62,6 +62,7 @@ struct job {
   const char *expect_connect_msg;   /* ... and a message containing this */
   const char *expect_log;           /* create() must log a line containing this */
   int tiny_dev_shm;                 /* children mount a 16 MiB tmpfs on /dev/shm */
+  double timeout_s;                 /* params.timeout_s (HVD_TRANSPORT_TIMEOUT_SECONDS) */
 };
 
 /* A child that cannot set up what the test needs (e.g. no CAP_SYS_ADMIN). */
@@ -188,6 +189,7 @@ static int child_main(const job_t *job, int rank, int fd) {
       .provider = job->provider,
       .iface = NULL,
       .max_msg_size = job->max_msg_size[rank],
+      .timeout_s = job->timeout_s,
   };
   hvd_transport_t *tp = NULL;
   hvd_err_t err = {{0}};
@@ -197,6 +199,8 @@ static int child_main(const job_t *job, int rank, int fd) {
     fprintf(stderr, "[rank %d] hvd_ofi_create: %d: %s\n", rank, (int)st, err.msg);
     return 92;
   }
+  static const char *const hosts[MAX_RANKS] = {"h0", "h1", "h2"};
+  hvd_transport_set_hosts(tp, hosts);
 
   /* Address exchange through the parent. */
   char mine[BLOB_MAX];
@@ -531,6 +535,80 @@ static int body_abort(rank_env_t *env) {
   return 0;
 }
 
+/* HVD_TRANSPORT_TIMEOUT_SECONDS: a receive nobody answers fails after the timeout
+ * with HVD_ERR_TIMEOUT naming the peer; then a stream of messages that arrive
+ * slower than a whole wait may take, but each well within the timeout of the one
+ * before, is waited for in one waitall and must succeed: the clock measures how
+ * long the wait has gone without progress, not how long it has lasted. */
+#define TIMEOUT_S 1.0
+static int body_timeout(rank_env_t *env) {
+  hvd_transport_t *tp = env->tp;
+  enum { K = 12 };
+  char buf[K][16];
+  hvd_xfer_t x[K];
+  hvd_xfer_t *xp[K];
+  for (int i = 0; i < K; i++) xp[i] = &x[i];
+  if (env->rank == 1) {
+    /* Nothing for rank 0's first wait; then one message every 0.3 timeouts (room for
+     * scheduling delays on a loaded machine: a gap of a whole timeout fails). */
+    usleep((useconds_t)(TIMEOUT_S * 1.2e6));
+    for (int i = 0; i < K; i++) {
+      usleep((useconds_t)(TIMEOUT_S * 0.3e6));
+      snprintf(buf[i], sizeof buf[i], "slow %d", i);
+      TP_OK(env, tp->ops->isend(tp, 0, buf[i], sizeof buf[i], tag_of(7, (unsigned)i), &x[i]));
+      TP_OK(env, tp->ops->waitall(tp, &xp[i], 1));
+    }
+    return 0;
+  }
+  char never[8];
+  hvd_xfer_t nx;
+  hvd_xfer_t *np = &nx;
+  TP_OK(env, tp->ops->irecv(tp, 1, never, sizeof never, tag_of(7, 99), &nx));
+  uint64_t t0 = hvd_now_ns();
+  hvd_status_t st = tp->ops->waitall(tp, &np, 1);
+  double dt = seconds_since(t0);
+  fprintf(stderr, "[rank 0] after %.2f s: %s\n", dt, tp->err.msg);
+  FAIL_IF(st != HVD_ERR_TIMEOUT, "waitall returned %d (%s)", (int)st, tp->err.msg);
+  FAIL_IF(dt < TIMEOUT_S || dt > TIMEOUT_S + 2.0, "failed after %.2f s, timeout %.1f s", dt,
+          TIMEOUT_S);
+  FAIL_IF(strstr(tp->err.msg, "no progress from rank 1 (host h1) for 1.0 s "
+                              "(HVD_TRANSPORT_TIMEOUT_SECONDS): network or peer failure") == NULL,
+          "message: %s", tp->err.msg);
+  for (int i = 0; i < K; i++)
+    TP_OK(env, tp->ops->irecv(tp, 1, buf[i], sizeof buf[i], tag_of(7, (unsigned)i), &x[i]));
+  t0 = hvd_now_ns();
+  TP_OK(env, tp->ops->waitall(tp, xp, K));
+  dt = seconds_since(t0);
+  FAIL_IF(dt < 2 * TIMEOUT_S, "the slow stream took only %.2f s", dt);
+  for (int i = 0; i < K; i++) {
+    char want[16];
+    snprintf(want, sizeof want, "slow %d", i);
+    FAIL_IF(strcmp(buf[i], want) != 0, "message %d: '%s'", i, buf[i]);
+  }
+  return 0;
+}
+
+/* Rank 0 waits for a same-host peer (shm) and one on another host (tcp), both
+ * silent: the network peer is named first, the other after it. */
+static int body_timeout_names_net_peer(rank_env_t *env) {
+  if (env->rank != 0) {
+    usleep((useconds_t)(TIMEOUT_S * 2.5e6)); /* stay until rank 0 has given up */
+    return 0;
+  }
+  hvd_transport_t *tp = env->tp;
+  char b1[8], b2[8];
+  hvd_xfer_t x1, x2;
+  hvd_xfer_t *xp[] = {&x1, &x2};
+  TP_OK(env, tp->ops->irecv(tp, 1, b1, sizeof b1, tag_of(8, 1), &x1));
+  TP_OK(env, tp->ops->irecv(tp, 2, b2, sizeof b2, tag_of(8, 3), &x2));
+  hvd_status_t st = tp->ops->waitall(tp, xp, 2);
+  FAIL_IF(st != HVD_ERR_TIMEOUT, "waitall returned %d (%s)", (int)st, tp->err.msg);
+  FAIL_IF(strstr(tp->err.msg, "no progress from rank 2 (host h2)") == NULL ||
+              strstr(tp->err.msg, "over tcp;ofi_rxm; also for rank 1 (host h1))") == NULL,
+          "message: %s", tp->err.msg);
+  return 0;
+}
+
 static double cpu_seconds(void) {
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
@@ -593,11 +671,18 @@ BOTH_PROVIDERS(many_in_flight, .size = 2, .body = body_many)
 BOTH_PROVIDERS(unexpected_and_same_tag_order, .size = 2, .body = body_unexpected)
 BOTH_PROVIDERS(abort_during_wait, .size = 2, .body = body_abort)
 BOTH_PROVIDERS(idle_wait_cpu, .size = 2, .body = body_idle_cpu)
+BOTH_PROVIDERS(no_progress_timeout, .size = 2, .body = body_timeout, .timeout_s = TIMEOUT_S)
 
 /* Automatic choice with rank 2 on another host: 0-1 over shm, the rest over tcp. */
 Test(ofi_mixed, ring3_two_hosts, .timeout = 60) {
   job_t job = {.size = 3, .remote_mask = 1u << 2, .body = body_ring, .local_prov = "shm",
                .remote_prov = TCP};
+  run_job(&job);
+}
+
+Test(ofi_mixed, no_progress_timeout_names_the_network_peer, .timeout = 60) {
+  job_t job = {.size = 3, .remote_mask = 1u << 2, .body = body_timeout_names_net_peer,
+               .local_prov = "shm", .remote_prov = TCP, .timeout_s = TIMEOUT_S};
   run_job(&job);
 }
 
