@@ -43,6 +43,16 @@
 /* Bound for a write, and for the rest of a frame once its first bytes arrived. */
 #define RDV_IO_TIMEOUT_MS 30000
 #define RDV_BACKOFF_MAX_MS 500
+/* The connection is idle for most of a job. A dead link or host would never show on
+ * an idle TCP connection, so the kernel probes it: after 10 s of silence, every 5 s;
+ * unanswered for 30 s (TCP_USER_TIMEOUT, which also bounds data left unacknowledged)
+ * the socket fails and the liveness thread aborts the rank ("lost connection to the
+ * rendezvous server ... (Connection timed out)"), e.g. a rank cut off from hvdrun by
+ * a network fault, which could not be told to stop. */
+#define RDV_KEEPALIVE_IDLE_S 10
+#define RDV_KEEPALIVE_INTERVAL_S 5
+#define RDV_KEEPALIVE_COUNT 6
+#define RDV_USER_TIMEOUT_MS 30000
 
 struct hvd_rdv_client {
   int fd;
@@ -378,6 +388,13 @@ hvd_status_t hvd_rdv_connect(const char *host, int port, const char *token, int 
   int one = 1;
   /* Small request/reply frames: do not let Nagle hold them back. */
   setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  int idle = RDV_KEEPALIVE_IDLE_S, intvl = RDV_KEEPALIVE_INTERVAL_S, cnt = RDV_KEEPALIVE_COUNT;
+  unsigned user_timeout = RDV_USER_TIMEOUT_MS;
+  setsockopt(c->fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+  setsockopt(c->fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+  setsockopt(c->fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
+  setsockopt(c->fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
+  setsockopt(c->fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof user_timeout);
 
   hvd_rdv_buf_t b;
   hvd_rdv_buf_init(&b);

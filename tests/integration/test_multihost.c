@@ -958,6 +958,7 @@ Test(hvdrun_cli, dry_run_prints_and_starts_nothing, .timeout = 60) {
       "%s", r.out);
   cr_assert(strstr(r.out,
                    "  command: ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new "
+                   "-o ServerAliveInterval=10 -o ServerAliveCountMax=3 "
                    "-p 2222 -i /dev/null 198.18.250.2 'exec "),
             "%s", r.out);
   cr_assert_eq(count_in(&r, "    HVD_RENDEZVOUS_ADDR=127.0.0.1\n"), 3);

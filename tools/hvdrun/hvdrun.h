@@ -34,6 +34,11 @@
 #define HVDRUN_FAIL_GRACE_MS 1000 /* first failure -> SIGTERM to the others */
 #define HVDRUN_KILL_DELAY_MS 3000 /* SIGTERM -> SIGKILL */
 #define HVDRUN_DRAIN_MS 2000      /* SIGKILL -> stop waiting for pipes and exits */
+#define HVDRUN_SSH_REAP_MS 500    /* killing stuck ssh clients -> giving up on them */
+/* ssh keepalive for rank sessions: a host that stops answering (link down) ends its
+ * ssh (status 255) after about INTERVAL x COUNT s, and hvdrun fails the job naming it. */
+#define HVDRUN_SSH_ALIVE_INTERVAL 10
+#define HVDRUN_SSH_ALIVE_COUNT 3
 #define HVDRUN_SSH_CHECK_TIMEOUT 10 /* s: the ssh reachability check, per host */
 
 #define HVDRUN_EXIT_USAGE 2 /* bad command line, too few slots */

@@ -91,6 +91,7 @@ struct hvdrun_job {
   int exit_code;
   char cause[HVD_ERR_MSG_MAX];
   int finished;
+  int ssh_killed;           /* the ssh clients of sessions that would not end were killed */
   int nlinebufs;            /* ranks whose line buffers are initialised */
   uint64_t linger_deadline; /* all exited 0: when to stop what they left; 0 = not yet */
   int out_broken[3];        /* writes to fd 1 / 2 failed: drop further output */
@@ -340,6 +341,25 @@ static void begin_stop(hvdrun_job_t *job, uint64_t grace_ms, const char *reason)
   schedule_step(job, grace_ms);
 }
 
+/* After the final SIGKILL closed every ssh rank's channel, a session that is still
+ * open cannot end: its host is unreachable, and ssh would wait for TCP to give up
+ * (many minutes; ServerAliveInterval bounds it too, less tightly). Kill those ssh
+ * clients (the second SIGKILL of launch_ssh.c). Returns how many. */
+static int kill_stuck_ssh(hvdrun_job_t *job) {
+  int n = 0;
+  job->ssh_killed = 1;
+  for (int i = 0; i < job->size; i++) {
+    hvdrun_rank_t *r = &job->ranks[i];
+    if (!r->running || r->launcher != &hvdrun_ssh_launcher) continue;
+    hvdrun_say("warning: rank %d (host %s): the ssh session did not end %d s after hvdrun "
+               "closed it (host unreachable?); killing ssh",
+               r->rank, r->host, HVDRUN_DRAIN_MS / 1000);
+    r->launcher->signal(r, SIGKILL);
+    n++;
+  }
+  return n;
+}
+
 static void on_stop_timer(uv_timer_t *t) {
   hvdrun_job_t *job = t->data;
   char name[32];
@@ -355,6 +375,10 @@ static void on_stop_timer(uv_timer_t *t) {
     enter_phase(job, PHASE_KILLED, SIGKILL);
     break;
   case PHASE_KILLED:
+    if (!job->ssh_killed && kill_stuck_ssh(job) > 0) {
+      schedule_step(job, HVDRUN_SSH_REAP_MS); /* their exits are reaped meanwhile */
+      break;
+    }
     job->phase = PHASE_GIVEN_UP;
     for (int i = 0; i < job->size; i++) {
       hvdrun_rank_t *r = &job->ranks[i];

@@ -1,7 +1,8 @@
 /*
  * The ssh launcher: a rank on another host is
  *
- *   ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new [-p PORT] [-i KEY] HOST \
+ *   ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new -o ServerAliveInterval=10 \
+ *       -o ServerAliveCountMax=3 [-p PORT] [-i KEY] HOST \
  *       "exec '/path/of/hvdrun' --hvdrun-remote --bind-to=B --map-by=M -- 'PROGRAM'
  * 'ARG'..."
  *
@@ -33,12 +34,12 @@
 
 extern char **environ;
 
-#define SSH_MAX_ARGS 16
+#define SSH_MAX_ARGS 20
 #define CHECK_ERR_TAIL 400
 
 char **hvdrun_ssh_argv(const hvdrun_opts_t *opts, const char *host, int check_timeout_s,
                        const char *remote_cmd) {
-  char port[16], timeout[48];
+  char port[16], timeout[48], alive[48], alive_count[48];
   const char *a[SSH_MAX_ARGS];
   int n = 0;
   a[n++] = "ssh";
@@ -46,6 +47,14 @@ char **hvdrun_ssh_argv(const hvdrun_opts_t *opts, const char *host, int check_ti
   a[n++] = "BatchMode=yes";
   a[n++] = "-o";
   a[n++] = "StrictHostKeyChecking=accept-new";
+  /* A dead link or host ends the session (status 255) instead of leaving ssh waiting
+   * for TCP to give up: hvdrun then fails the job naming that rank and host. */
+  snprintf(alive, sizeof alive, "ServerAliveInterval=%d", HVDRUN_SSH_ALIVE_INTERVAL);
+  snprintf(alive_count, sizeof alive_count, "ServerAliveCountMax=%d", HVDRUN_SSH_ALIVE_COUNT);
+  a[n++] = "-o";
+  a[n++] = alive;
+  a[n++] = "-o";
+  a[n++] = alive_count;
   if (check_timeout_s > 0) {
     snprintf(timeout, sizeof timeout, "ConnectTimeout=%d", check_timeout_s);
     a[n++] = "-o";
