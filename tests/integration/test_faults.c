@@ -74,3 +74,27 @@ Test(faults, hostile_rendezvous_clients, .timeout = 120) {
   cr_assert(count_in(&r, "bad frame") >= 1, "no log line for the random bytes:\n%s", r.out);
   run_free(&r);
 }
+
+Test(faults, slow_rank_is_not_a_network_fault, .timeout = 120) {
+  /* HVD_TRANSPORT_TIMEOUT_SECONDS=1 and rank 1 submits the third allreduce 2.5 s after
+   * the others (over tcp;ofi_rxm, no shared-memory arena): they wait in negotiation,
+   * which the transport timeout does not cover, and every allreduce succeeds. */
+  char cmd[1024];
+  snprintf(cmd, sizeof cmd,
+           "%s -np 3 -x HVD_TRANSPORT_TIMEOUT_SECONDS=1 -x HVD_OFI_PROVIDER=tcp %s --count "
+           "4194304 --iters 4 --slow-rank 1 --slow-iter 2 --slow-ms 2500",
+           bin_path("hvdrun"), prog_path("netfault_prog"));
+  run_result_t r = run_sh(cmd, NULL, 100);
+  if (r.status != 0) cr_log_error("%s", r.out);
+  cr_assert(r.exited && r.status == 0, "job failed: %s", last_line(&r));
+  for (int rank = 0; rank < 3; rank++) {
+    char want[64];
+    snprintf(want, sizeof want, "rank %d: ALL OK (4 allreduces, longest ", rank);
+    const char *p = strstr(r.out, want);
+    cr_assert_not_null(p, "no '%s':\n%s", want, r.out);
+    double longest = atof(p + strlen(want));
+    /* The others really waited longer than the timeout. */
+    if (rank != 1) cr_assert_gt(longest, 2.0, "rank %d: longest allreduce %.2f s", rank, longest);
+  }
+  run_free(&r);
+}

@@ -37,6 +37,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "hvd.h"
 
 #define MAX_HOSTS 3
 #define NS_PREFIX "hvdmh"
@@ -852,6 +853,239 @@ Test(multihost, sigkill_to_hvdrun_leaves_no_rank, .timeout = 240) {
     usleep(100 * 1000);
   cr_assert_eq(procs_matching("sigkill-marker"), 0, "ranks survived hvdrun");
   assert_no_leftovers();
+}
+
+/* ---- network faults ------------------------------------------------------------- */
+
+#define NETFAULT_T 3.0 /* HVD_TRANSPORT_TIMEOUT_SECONDS for these jobs */
+
+typedef struct cutter {
+  char progress[400]; /* rank 0's "start I T" / "end I T" lines (netfault_prog) */
+  char veth[32];      /* the bridge side of host B's link */
+  int idle;           /* cut 1 s after the second allreduce, not during the third */
+  double cut_at;      /* CLOCK_MONOTONIC s just before the link went down; 0 = not cut */
+  double cut_done;    /* ... and when `ip link set down` had returned */
+  int iter;           /* the allreduce in flight then */
+  double iter_s;      /* how long the one before it took */
+  double b_gone_at;   /* when no rank was left in host B's namespace; 0 = never */
+} cutter_t;
+
+/* Last "what I T" line of the progress file: returns I (or -1), *t = T. */
+static int last_event(const char *path, const char *what, double *t) {
+  char *text = read_file(path, NULL);
+  int it = -1;
+  for (char *line = text ? strtok(text, "\n") : NULL; line; line = strtok(NULL, "\n")) {
+    char w[16];
+    int i;
+    double ts;
+    if (sscanf(line, "%15s %d %lf", w, &i, &ts) == 3 && strcmp(w, what) == 0) {
+      it = i;
+      *t = ts;
+    }
+  }
+  free(text);
+  return it;
+}
+
+static int ranks_in(int h, const char *comm) {
+  int pids[256], n = ns_pids(net.ns[h], pids, 256), found = 0;
+  for (int i = 0; i < n; i++) found += proc_comm_is(pids[i], comm);
+  return found;
+}
+
+/* Once two allreduces have completed, wait for the next one to start and cut host
+ * B's link a third of an allreduce's time into it (well past its negotiation, well
+ * before its end); then watch host B's ranks, which nobody can tell to stop. */
+static void *cut_link(void *arg) {
+  cutter_t *c = arg;
+  double end = now_s() + 120, t_end = 0, t_start = 0;
+  int done;
+  while ((done = last_event(c->progress, "end", &t_end)) < 1 && now_s() < end)
+    usleep(20 * 1000);
+  if (done < 1) return NULL;
+  last_event(c->progress, "start", &t_start);
+  c->iter_s = t_end - t_start;
+  double at = t_end + 1.0;
+  if (!c->idle) {
+    while (last_event(c->progress, "start", &t_start) <= done && now_s() < end)
+      usleep(2 * 1000);
+    at = t_start + c->iter_s / 3;
+  }
+  while (now_s() < at) usleep(1000);
+  c->iter = last_event(c->progress, "start", &t_start);
+  c->cut_at = now_s();
+  sh_quiet("ip link set %s down", c->veth);
+  c->cut_done = now_s();
+  while (now_s() < c->cut_at + 90) {
+    if (ranks_in(1, "netfault_prog") == 0) {
+      c->b_gone_at = now_s();
+      break;
+    }
+    usleep(50 * 1000);
+  }
+  return NULL;
+}
+
+/* The line of the output that contains needle (static copy), or NULL. */
+static const char *line_with(const run_result_t *r, const char *needle) {
+  static char line[8192];
+  const char *p = strstr(r->out, needle);
+  if (p == NULL) return NULL;
+  while (p > r->out && p[-1] != '\n') p--;
+  size_t n = strcspn(p, "\n");
+  if (n >= sizeof line) n = sizeof line - 1;
+  memcpy(line, p, n);
+  line[n] = '\0';
+  return line;
+}
+
+/* Issue 9, network faults: a link taken down in the middle of an allreduce gives an
+ * error within HVD_TRANSPORT_TIMEOUT_SECONDS, not a hang; hvdrun ends the job
+ * (killing the ssh sessions to the host it can no longer reach) and the ranks behind
+ * the dead link end by themselves. */
+Test(multihost, link_down_mid_allreduce_fails_within_the_timeout, .timeout = 240) {
+  net_up(2);
+  cutter_t c = {0};
+  snprintf(c.progress, sizeof c.progress, "%s/progress", net.dir);
+  snprintf(c.veth, sizeof c.veth, NS_PREFIX "v%d%c", net.pid, 'b');
+  pthread_t th;
+  pthread_create(&th, NULL, cut_link, &c);
+  char args[2048];
+  snprintf(args, sizeof args,
+           "-np 4 -H %s:2,%s:2 -i %s -x HVD_TRANSPORT_TIMEOUT_SECONDS=%g %s --count 16777216 "
+           "--progress %s",
+           net.addr[0], net.addr[1], net.key, NETFAULT_T, prog_path("netfault_prog"),
+           c.progress);
+  run_result_t r = hvdrun_sh(args, 150);
+  double ended = now_s();
+  pthread_join(th, NULL);
+  cr_log_info("allreduces took %.2f s; cut the link %.2f s into allreduce %d (`ip` took "
+              "%.2f s); hvdrun ended %.2f s later; host B's ranks were gone after %.2f s; "
+              "last line: %s",
+              c.iter_s, c.iter_s / 3, c.iter, c.cut_done - c.cut_at, ended - c.cut_at,
+              c.b_gone_at > 0 ? c.b_gone_at - c.cut_at : -1.0, last_line(&r));
+  cr_assert_gt(c.cut_at, 0, "the job never ran two allreduces:\n%s", r.out);
+  cr_assert(!r.timed_out, "hvdrun did not exit:\n%s", r.out);
+  cr_assert(r.exited && r.status != 0, "hvdrun exited with %d:\n%s", r.status, r.out);
+  cr_assert_lt(ended - c.cut_at, NETFAULT_T + 15, "hvdrun took %.1f s after the cut:\n%s",
+               ended - c.cut_at, r.out);
+  cr_assert(strncmp(last_line(&r), "hvdrun: error: rank ", 20) == 0, "last line: %s",
+            last_line(&r));
+
+  /* The ranks on host A fail within the timeout (not before it: the clock runs from
+   * the last progress) naming the peer they waited for; a rank waiting across the
+   * link names a rank on host B (one whose stuck transfer was with its same-host peer
+   * names that one). Each one's next operation fails at once with the same cause. */
+  char host[128], why[440];
+  snprintf(host, sizeof host, "(host %s) for 3.0 s (HVD_TRANSPORT_TIMEOUT_SECONDS)",
+           net.addr[1]);
+  int reported = 0, named_b = 0;
+  for (int rank = 0; rank < 2; rank++) {
+    char want[64];
+    snprintf(want, sizeof want, "[%d]<stdout>:rank %d: allreduce ", rank, rank);
+    char line[8192]; /* a copy: line_with's buffer is reused below */
+    const char *l = line_with(&r, want);
+    if (l == NULL || strstr(l, " failed after ") == NULL) continue;
+    snprintf(line, sizeof line, "%s", l);
+    cr_log_info("%s", line);
+    double at = 0;
+    const char *p = strstr(line, " at ");
+    cr_assert(p != NULL && sscanf(p, " at %lf", &at) == 1, "%s", line);
+    char status[96];
+    snprintf(status, sizeof status, ": %s: ", hvd_status_string(HVD_ERR_TIMEOUT));
+    cr_assert(strstr(line, status) != NULL && strstr(line, "no progress from rank ") != NULL &&
+                  strstr(line, " for 3.0 s (HVD_TRANSPORT_TIMEOUT_SECONDS): network or peer "
+                               "failure") != NULL,
+              "rank %d's error must name a peer and the timeout: %s", rank, line);
+    named_b += strstr(line, host) != NULL && (strstr(line, "no progress from rank 2 ") != NULL ||
+                                              strstr(line, "no progress from rank 3 ") != NULL);
+    cr_assert(at - c.cut_at > NETFAULT_T - 0.1 && at - c.cut_done < NETFAULT_T + 4,
+              "rank %d failed %.2f s after the cut (%.2f s after `ip` returned; timeout "
+              "%.0f s)",
+              rank, at - c.cut_at, at - c.cut_done, NETFAULT_T);
+    snprintf(want, sizeof want, "[%d]<stdout>:rank %d: next allreduce: ", rank, rank);
+    const char *next = line_with(&r, want);
+    cr_assert_not_null(next, "rank %d did not try a next allreduce:\n%s", rank, r.out);
+    cr_log_info("%s", next);
+    double ms = 1e9;
+    p = strstr(next, " after ");
+    cr_assert(p != NULL && sscanf(p, " after %lf ms", &ms) == 1 && ms < 1000 &&
+                  strstr(next, hvd_status_string(HVD_ERR_ABORTED)) != NULL &&
+                  strstr(next, strstr(line, "no progress from rank ")) != NULL,
+              "the next operation must fail at once with the same cause: %s", next);
+    reported++;
+  }
+  cr_assert_gt(reported, 0, "no rank on host A reported the dead link:\n%s", r.out);
+  cr_assert_gt(named_b, 0, "no rank on host A named a rank on %s:\n%s", net.addr[1], r.out);
+  cr_log_info("output:\n%s", r.out);
+
+  /* Host B's ranks could not be told; their own timer ended them. */
+  cr_assert_gt(c.b_gone_at, 0, "ranks still running on host B a minute after the cut");
+  cr_assert_lt(c.b_gone_at - c.cut_done, NETFAULT_T + 10,
+               "host B's ranks took %.1f s to end", c.b_gone_at - c.cut_done);
+  snprintf(why, sizeof why, "--progress %s", c.progress);
+  cr_assert_eq(procs_matching(why), 0, "ranks (or their ssh) left running");
+  cr_assert_eq(procs_matching("--hvdrun-remote"), 0, "remote wrappers or ssh left running");
+  char left[4096];
+  leftovers(0, 10, left, sizeof left);
+  cr_assert_str_empty(left, "processes left on host A: %s", left);
+  /* On host B only sshd's session processes may remain: their clients are gone and
+   * the link is down, so they wait for TCP; the teardown removes them. */
+  leftovers(1, 0, left, sizeof left);
+  for (char *p = left; *p != '\0';) {
+    char *semi = strstr(p, "; ");
+    size_t n = semi ? (size_t)(semi - p) : strlen(p);
+    cr_assert(memmem(p, n, ": sshd: ", 8) != NULL, "process left on host B: %.*s", (int)n, p);
+    p += semi ? n + 2 : n;
+  }
+  run_free(&r);
+}
+
+/* The same while no transfer is waiting (rank 0 is busy elsewhere and the others
+ * wait for it in negotiation, which no transport timer covers): hvdrun's ssh to the
+ * host it cannot reach ends by its keepalive, the ranks it can reach learn that
+ * cause, and the ranks behind the dead link end when their rendezvous connection's
+ * keepalive fails. */
+Test(multihost, link_down_while_idle_ends_the_job, .timeout = 240) {
+  net_up(2);
+  cutter_t c = {.idle = 1};
+  snprintf(c.progress, sizeof c.progress, "%s/progress", net.dir);
+  snprintf(c.veth, sizeof c.veth, NS_PREFIX "v%d%c", net.pid, 'b');
+  pthread_t th;
+  pthread_create(&th, NULL, cut_link, &c);
+  char args[2048];
+  snprintf(args, sizeof args,
+           "-np 4 -H %s:2,%s:2 -i %s -x HVD_TRANSPORT_TIMEOUT_SECONDS=%g %s --count 1048576 "
+           "--progress %s --slow-rank 0 --slow-iter 2 --slow-ms 200000",
+           net.addr[0], net.addr[1], net.key, NETFAULT_T, prog_path("netfault_prog"),
+           c.progress);
+  run_result_t r = hvdrun_sh(args, 150);
+  double ended = now_s();
+  pthread_join(th, NULL);
+  cr_log_info("cut the link 1 s after allreduce 1 (`ip` took %.2f s); hvdrun ended %.2f s "
+              "later; host B's ranks were gone after %.2f s; output:\n%s",
+              c.cut_done - c.cut_at, ended - c.cut_at,
+              c.b_gone_at > 0 ? c.b_gone_at - c.cut_at : -1.0, r.out);
+  cr_assert_gt(c.cut_at, 0, "the job never ran two allreduces:\n%s", r.out);
+  cr_assert(!r.timed_out && r.exited && r.status != 0, "hvdrun: status %d:\n%s", r.status,
+            r.out);
+  /* ssh keepalive: 3 unanswered probes 10 s apart, then the stop sequence. */
+  cr_assert_lt(ended - c.cut_done, 60, "hvdrun took %.1f s after the cut", ended - c.cut_done);
+  char host[64];
+  snprintf(host, sizeof host, "(host %s): ssh ", net.addr[1]);
+  cr_assert(strstr(last_line(&r), host) != NULL, "last line must name host B's ssh: %s",
+            last_line(&r));
+  const char *line = line_with(&r, "[1]<stdout>:rank 1: allreduce 2 failed");
+  cr_assert(line != NULL && strstr(line, host) != NULL,
+            "rank 1 must learn the cause (host B's ssh):\n%s", r.out);
+  cr_assert_gt(c.b_gone_at, 0, "ranks still running on host B 90 s after the cut");
+  cr_assert_lt(c.b_gone_at - c.cut_done, 60, "host B's ranks took %.1f s to end",
+               c.b_gone_at - c.cut_done);
+  char why[440];
+  snprintf(why, sizeof why, "--progress %s", c.progress);
+  cr_assert_eq(procs_matching(why), 0, "ranks (or their ssh) left running");
+  cr_assert_eq(procs_matching("--hvdrun-remote"), 0, "remote wrappers or ssh left running");
+  run_free(&r);
 }
 
 /* ---- the command line (no test hosts needed) ------------------------------------ */
