@@ -926,19 +926,6 @@ static void *cut_link(void *arg) {
   return NULL;
 }
 
-/* The line of the output that contains needle (static copy), or NULL. */
-static const char *line_with(const run_result_t *r, const char *needle) {
-  static char line[8192];
-  const char *p = strstr(r->out, needle);
-  if (p == NULL) return NULL;
-  while (p > r->out && p[-1] != '\n') p--;
-  size_t n = strcspn(p, "\n");
-  if (n >= sizeof line) n = sizeof line - 1;
-  memcpy(line, p, n);
-  line[n] = '\0';
-  return line;
-}
-
 /* Issue 9, network faults: a link taken down in the middle of an allreduce gives an
  * error within HVD_TRANSPORT_TIMEOUT_SECONDS, not a hang; hvdrun ends the job
  * (killing the ssh sessions to the host it can no longer reach) and the ranks behind
@@ -983,8 +970,8 @@ Test(multihost, link_down_mid_allreduce_fails_within_the_timeout, .timeout = 240
   for (int rank = 0; rank < 2; rank++) {
     char want[64];
     snprintf(want, sizeof want, "[%d]<stdout>:rank %d: allreduce ", rank, rank);
-    char line[8192]; /* a copy: line_with's buffer is reused below */
-    const char *l = line_with(&r, want);
+    char line[8192]; /* a copy: line_starting's buffer is reused below */
+    const char *l = line_starting(&r, want);
     if (l == NULL || strstr(l, " failed after ") == NULL) continue;
     snprintf(line, sizeof line, "%s", l);
     cr_log_info("%s", line);
@@ -1004,7 +991,7 @@ Test(multihost, link_down_mid_allreduce_fails_within_the_timeout, .timeout = 240
               "%.0f s)",
               rank, at - c.cut_at, at - c.cut_done, NETFAULT_T);
     snprintf(want, sizeof want, "[%d]<stdout>:rank %d: next allreduce: ", rank, rank);
-    const char *next = line_with(&r, want);
+    const char *next = line_starting(&r, want);
     cr_assert_not_null(next, "rank %d did not try a next allreduce:\n%s", rank, r.out);
     cr_log_info("%s", next);
     double ms = 1e9;
@@ -1075,7 +1062,7 @@ Test(multihost, link_down_while_idle_ends_the_job, .timeout = 240) {
   snprintf(host, sizeof host, "(host %s): ssh ", net.addr[1]);
   cr_assert(strstr(last_line(&r), host) != NULL, "last line must name host B's ssh: %s",
             last_line(&r));
-  const char *line = line_with(&r, "[1]<stdout>:rank 1: allreduce 2 failed");
+  const char *line = line_starting(&r, "[1]<stdout>:rank 1: allreduce 2 failed");
   cr_assert(line != NULL && strstr(line, host) != NULL,
             "rank 1 must learn the cause (host B's ssh):\n%s", r.out);
   cr_assert_gt(c.b_gone_at, 0, "ranks still running on host B 90 s after the cut");
