@@ -15,6 +15,22 @@
  *    stay valid, and must not be written (send) or read (receive), until the request
  *    completes. Requests are owned by the caller from the moment they are returned
  *    until hvd_req_free().
+ *  - Bad arguments are checked before anything happens and fail with
+ *    HVD_ERR_INVALID_PARAM and an error-level log line naming the function (or the
+ *    operation and tensor) and the argument, e.g.
+ *      [hvd 0][error] broadcast(w1): invalid parameter: root 2 is out of range: ...
+ *    docs/errors.md lists every case. In particular:
+ *      - a NULL ctx (there is no global state, so "before hvd_init" means this) is
+ *        HVD_ERR_INVALID_PARAM; getters return -1, hvd_ctx_error "", and
+ *        hvd_shutdown(NULL) does nothing;
+ *      - a context whose hvd_shutdown has begun on another thread (and not yet
+ *        returned) refuses new work with HVD_ERR_SHUTDOWN; getters still answer;
+ *      - a context after hvd_shutdown returned, and a request after hvd_req_free (so
+ *        also freeing it twice), are freed memory: using them is undefined, as with
+ *        free(). hvd does not try to detect it: reading the freed object to find out
+ *        would itself be the use-after-free;
+ *      - blocking calls made from a completion callback, where they would wait for
+ *        the callback's own thread, fail with HVD_ERR_INVALID_PARAM instead of hanging.
  */
 #ifndef HVD_H
 #define HVD_H
@@ -93,6 +109,13 @@ HVD_EXPORT size_t hvd_dtype_size(hvd_dtype_t dtype);
 HVD_EXPORT const char *hvd_dtype_name(hvd_dtype_t dtype);
 HVD_EXPORT const char *hvd_op_name(hvd_op_t op);
 
+/* Tensor names: 1 to HVD_NAME_MAX bytes, NUL-terminated. hvd reads at most
+ * HVD_NAME_MAX + 1 bytes of a name, so an unterminated buffer of that size is
+ * refused rather than read past. "" is refused too: pass NULL for an automatic name. */
+#define HVD_NAME_MAX 512
+/* Most tensors in one hvd_grouped_allreduce. */
+#define HVD_GROUP_MAX 1000000
+
 /* ---- context ----------------------------------------------------------------------- */
 typedef struct hvd_ctx hvd_ctx_t;
 typedef struct hvd_req hvd_req_t;
@@ -108,7 +131,9 @@ typedef struct hvd_req hvd_req_t;
  * On success *out is a new context owned by the caller until hvd_shutdown().
  * On failure *out is NULL and the reason is logged at error level; the returned
  * status says which stage failed (HVD_ERR_INVALID_PARAM for a bad environment value,
- * HVD_ERR_BOOTSTRAP / HVD_ERR_AUTH for rendezvous, HVD_ERR_TRANSPORT for libfabric).
+ * with a message naming the variable, its value and what is accepted; also for
+ * out == NULL), HVD_ERR_BOOTSTRAP / HVD_ERR_AUTH for rendezvous, HVD_ERR_TRANSPORT for
+ * libfabric). An empty variable counts as unset.
  * Call from one thread; several contexts may exist in one process.
  */
 HVD_EXPORT hvd_status_t hvd_init(hvd_ctx_t **out);
@@ -120,7 +145,8 @@ HVD_EXPORT hvd_status_t hvd_init(hvd_ctx_t **out);
  * Must not be called while another thread still uses ctx. Never hangs: the wait for
  * peers is bounded by HVD_SHUTDOWN_TIMEOUT_SECONDS (default 30).
  * Returns HVD_OK, or the first error the job saw (still freeing everything).
- * ctx may be NULL (no-op).
+ * ctx may be NULL (no-op). ctx is freed: calling hvd_shutdown twice, or anything else
+ * on ctx afterwards, is undefined.
  */
 HVD_EXPORT hvd_status_t hvd_shutdown(hvd_ctx_t *ctx);
 
@@ -141,19 +167,23 @@ HVD_EXPORT const char *hvd_ctx_error(const hvd_ctx_t *ctx);
 
 /* Non-blocking. Sets *done to 1 once the operation finished (successfully or not) and
  * returns its final status; otherwise sets *done to 0 and returns HVD_IN_PROGRESS.
- * Any thread. */
+ * Any thread. req or done NULL: HVD_ERR_INVALID_PARAM. */
 HVD_EXPORT hvd_status_t hvd_test(hvd_req_t *req, int *done);
 
 /* Blocks the calling thread (sleeping, not spinning) until the operation finished;
- * returns its final status. Any thread; several threads may wait on one request. */
+ * returns its final status. Any thread; several threads may wait on one request.
+ * req NULL, or an unfinished request of the context whose completion callback is
+ * calling: HVD_ERR_INVALID_PARAM (the wait could never end). */
 HVD_EXPORT hvd_status_t hvd_wait(hvd_req_t *req);
 
-/* Message describing why the request failed ("" if it did not, or is not finished).
- * Owned by req; valid until hvd_req_free(). */
+/* Message describing why the request failed ("" if it did not, or is not finished,
+ * or req is NULL). Owned by req; valid until hvd_req_free(). */
 HVD_EXPORT const char *hvd_req_error(const hvd_req_t *req);
 
 /* Free a request. If the operation is still running, waits for it first (the library
- * still uses the caller's buffers until then). req may be NULL. */
+ * still uses the caller's buffers until then). req may be NULL. Freeing a request
+ * twice is undefined (see the top of this file); a completion callback freeing its
+ * own request is refused with a log line (the request stays allocated). */
 HVD_EXPORT void hvd_req_free(hvd_req_t *req);
 
 /* ---- allreduce --------------------------------------------------------------------- */
@@ -167,10 +197,13 @@ HVD_EXPORT void hvd_req_free(hvd_req_t *req);
  * its unnamed operations in the same order.
  *
  * Non-blocking: checks the arguments, queues the operation for the background
- * thread and returns. Bad arguments (NULL buffer with count > 0, unknown dtype/op,
- * an op the dtype does not support, byte size overflow) return
- * HVD_ERR_INVALID_PARAM synchronously with *req set to NULL and a log line naming
- * the argument. After hvd_shutdown() has begun: HVD_ERR_SHUTDOWN.
+ * thread and returns. Bad arguments (ctx or req NULL, NULL buffer with count > 0,
+ * unknown dtype/op, an op the dtype does not support, count * element size beyond
+ * SIZE_MAX / 4, overlapping but unequal buffers, a name that is empty or longer than
+ * HVD_NAME_MAX, a name already in flight) return HVD_ERR_INVALID_PARAM
+ * synchronously with *req set to NULL (when req is not NULL) and a log line naming
+ * the argument. After hvd_shutdown() has begun: HVD_ERR_SHUTDOWN. After a peer
+ * failed: HVD_ERR_ABORTED.
  * On HVD_OK, *req is a new request; wait/test it, then free it.
  * Any application thread.
  */
@@ -179,7 +212,8 @@ HVD_EXPORT hvd_status_t hvd_allreduce_async(hvd_ctx_t *ctx, const char *name,
                                             size_t count, hvd_dtype_t dtype, hvd_op_t op,
                                             hvd_req_t **req);
 
-/* Synchronous wrapper: hvd_allreduce_async + hvd_wait + hvd_req_free. Blocks. */
+/* Synchronous wrapper: hvd_allreduce_async + hvd_wait + hvd_req_free. Blocks; so not
+ * from a completion callback (HVD_ERR_INVALID_PARAM). */
 HVD_EXPORT hvd_status_t hvd_allreduce(hvd_ctx_t *ctx, const char *name,
                                       const void *sendbuf, void *recvbuf, size_t count,
                                       hvd_dtype_t dtype, hvd_op_t op);
@@ -199,14 +233,19 @@ typedef void (*hvd_callback_t)(hvd_req_t *req, hvd_status_t status, void *arg);
  *   recvbuf     output; allgather/alltoall: NULL lets hvd allocate it (hvd_req_output)
  *   count       elements: allreduce/broadcast/reducescatter: of the whole tensor (equal
  *               on every rank); allgather: this rank's part; alltoall: this rank's total send
- *   op          reduction (allreduce, reducescatter)
- *   prescale    inputs are multiplied by it before reducing (1.0)
- *   postscale   results are multiplied by it (1.0); AVERAGE divides by the set size too
- *   root        broadcast root, a rank of the process set
- *   process_set 0 = all ranks, or an id from hvd_process_set_create
- *   splits      alltoall: elements for each rank of the set (NULL = count split evenly)
- *   recv_capacity allgather/alltoall with recvbuf: elements recvbuf can hold
- *   callback    optional, see hvd_callback_t
+ *   op          reduction (allreduce, reducescatter; ignored by the others)
+ *   prescale    inputs are multiplied by it before reducing (1.0); must be finite
+ *   postscale   results are multiplied by it (1.0); AVERAGE divides by the set size too;
+ *               must be finite. Both are ignored by the collectives that do not reduce
+ *   root        broadcast root, a rank of the process set: [0, set size)
+ *   process_set 0 = all ranks, or an id from hvd_process_set_create that this rank
+ *               is a member of
+ *   splits      alltoall: elements for each rank of the set (NULL = count split evenly);
+ *               an array of set-size entries adding up to count
+ *   recv_capacity allgather/alltoall with recvbuf: elements recvbuf can hold (too small
+ *               for what arrives: the request fails with HVD_ERR_INVALID_PARAM)
+ *   callback    optional, see hvd_callback_t; callback_arg is passed as is (NULL is
+ *               fine, and ignored without a callback)
  */
 typedef struct hvd_op_args {
   const char *name;
@@ -244,7 +283,9 @@ typedef struct hvd_op_args {
 HVD_EXPORT hvd_status_t hvd_allreduce_ex(hvd_ctx_t *ctx, const hvd_op_args_t *args,
                                          hvd_req_t **req);
 /* n allreduces submitted atomically; one request completes when all n did (its status
- * is the first failure). */
+ * is the first failure). n in [1, HVD_GROUP_MAX]; every args[i] is checked as by
+ * hvd_allreduce_ex, all must use one process set, and only args[0] may have a
+ * callback. */
 HVD_EXPORT hvd_status_t hvd_grouped_allreduce(hvd_ctx_t *ctx, const hvd_op_args_t *args,
                                               int n, hvd_req_t **req);
 /* Concatenation of every rank's part, in rank order (parts may differ in size). */
@@ -262,15 +303,17 @@ HVD_EXPORT hvd_status_t hvd_alltoall_ex(hvd_ctx_t *ctx, const hvd_op_args_t *arg
                                         hvd_req_t **req);
 
 /* After an allgather/alltoall completed: the output buffer (recvbuf, or the one hvd
- * allocated, owned by req) and its element count. HVD_ERR_INVALID_PARAM for other
- * requests or before completion. */
+ * allocated, owned by req) and its element count; returns the request's status.
+ * buf and count may be NULL (not wanted). HVD_ERR_INVALID_PARAM for a NULL req,
+ * other requests or before completion. */
 HVD_EXPORT hvd_status_t hvd_req_output(const hvd_req_t *req, void **buf, size_t *count);
 /* After an allgather/alltoall completed: elements received from each rank of the set
- * (array of *n entries owned by req). */
+ * (array of *n entries owned by req); returns the request's status (a failed one sets
+ * nothing). counts and n may be NULL. Errors as hvd_req_output. */
 HVD_EXPORT hvd_status_t hvd_req_recv_counts(const hvd_req_t *req, const size_t **counts,
                                             int *n);
 
-/* Blocking convenience forms. */
+/* Blocking convenience forms (not from a completion callback). */
 HVD_EXPORT hvd_status_t hvd_broadcast(hvd_ctx_t *ctx, const char *name, void *buf,
                                       size_t count, hvd_dtype_t dtype, int root);
 
@@ -291,7 +334,8 @@ HVD_EXPORT hvd_status_t hvd_join(hvd_ctx_t *ctx, int process_set, int *last_join
 /* Collective over all ranks: every rank calls it with the same list of n distinct
  * ranks (in any order; it is sorted), in the same order relative to other
  * process-set calls. *id is the new set's id (> 0), the same on every rank, also on
- * ranks that are not members. Blocks. */
+ * ranks that are not members. Blocks. HVD_ERR_INVALID_PARAM for ctx, ranks or id
+ * NULL, n outside [1, size], a rank outside [0, size) or listed twice. */
 HVD_EXPORT hvd_status_t hvd_process_set_create(hvd_ctx_t *ctx, const int *ranks, int n,
                                                int *id);
 /* This rank's index in the set, or -1 if it is not a member; size of the set. Both
@@ -310,7 +354,8 @@ typedef struct hvd_stats {
   uint64_t negotiations;      /* response lists this rank applied */
 } hvd_stats_t;
 
-/* Snapshot of this rank's counters. Thread-safe. */
+/* Snapshot of this rank's counters. Thread-safe. ctx or out NULL:
+ * HVD_ERR_INVALID_PARAM. */
 HVD_EXPORT hvd_status_t hvd_get_stats(hvd_ctx_t *ctx, hvd_stats_t *out);
 
 /* ---- timeline -------------------------------------------------------------------------- */
@@ -318,11 +363,13 @@ HVD_EXPORT hvd_status_t hvd_get_stats(hvd_ctx_t *ctx, hvd_stats_t *out);
 /* Start writing a Chrome trace of every tensor's life to path on this rank (replacing
  * a timeline that is running, e.g. one started by HVD_TIMELINE). The file is valid
  * JSON after every flush. Blocks until the background thread switched to it (at most
- * the length of the collective running now). HVD_ERR_INVALID_PARAM if path cannot be
- * created (with a log line). Any thread. */
+ * the length of the collective running now). HVD_ERR_INVALID_PARAM if ctx is NULL, path
+ * is NULL or "", or cannot be created (with a log line naming the path and the
+ * reason). HVD_ERR_SHUTDOWN once hvd_shutdown has begun. Any thread but a completion
+ * callback's. */
 HVD_EXPORT hvd_status_t hvd_timeline_start(hvd_ctx_t *ctx, const char *path);
 /* Stop the running timeline and close its file (complete, valid JSON). HVD_OK if none
- * was running. Blocks like hvd_timeline_start. */
+ * was running. Blocks like hvd_timeline_start; errors as there. */
 HVD_EXPORT hvd_status_t hvd_timeline_stop(hvd_ctx_t *ctx);
 
 #ifdef __cplusplus

@@ -29,6 +29,8 @@ static const char *op_fn(hvd_msg_type_t t) {
   }
 }
 
+/* Log "<op>(<name>): invalid parameter: <what>". A name that is too long (or not
+ * terminated within HVD_NAME_MAX) is shown by its first 64 bytes only. */
 __attribute__((format(printf, 3, 4))) static hvd_status_t
 invalid(hvd_msg_type_t t, const char *name, const char *fmt, ...) {
   char what[512];
@@ -36,8 +38,39 @@ invalid(hvd_msg_type_t t, const char *name, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(what, sizeof what, fmt, ap);
   va_end(ap);
-  HVD_ERROR("%s(%s): invalid parameter: %s", op_fn(t), name ? name : "<unnamed>", what);
+  size_t len = name ? strnlen(name, HVD_NAME_MAX + 1) : 0;
+  if (name == NULL)
+    HVD_ERROR("%s: invalid parameter: %s", op_fn(t), what);
+  else if (len > HVD_NAME_MAX)
+    HVD_ERROR("%s(%.64s...): invalid parameter: %s", op_fn(t), name, what);
+  else
+    HVD_ERROR("%s(%s): invalid parameter: %s", op_fn(t), name, what);
   return HVD_ERR_INVALID_PARAM;
+}
+
+/* The same for the calls that are not one operation. */
+__attribute__((format(printf, 2, 3))) static hvd_status_t invalid_in(const char *fn,
+                                                                     const char *fmt, ...) {
+  char what[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(what, sizeof what, fmt, ap);
+  va_end(ap);
+  HVD_ERROR("%s: invalid parameter: %s", fn, what);
+  return HVD_ERR_INVALID_PARAM;
+}
+
+/* Whether the calling thread is ctx's background thread: a completion callback.
+ * Waiting there for an operation of ctx can never end. Compares pointers only, so it
+ * is safe on a request whose context is gone. */
+static int on_bg_thread(const hvd_ctx_t *ctx) { return hvd_bg_self == ctx; }
+
+/* Blocking calls refuse to start from a completion callback instead of hanging. */
+static hvd_status_t may_block(const hvd_ctx_t *ctx, const char *fn) {
+  if (ctx != NULL && on_bg_thread(ctx))
+    return invalid_in(fn, "called from a completion callback, where it would wait forever "
+                          "(use the asynchronous form)");
+  return HVD_OK;
 }
 
 /* ---- requests ----------------------------------------------------------------------- */
@@ -104,13 +137,18 @@ void hvd_entry_complete(hvd_ctx_t *ctx, hvd_entry_t *e, hvd_status_t st, const c
 static hvd_status_t check_args(hvd_ctx_t *ctx, hvd_msg_type_t t, const hvd_op_args_t *a,
                                int *set_size) {
   const char *nm = a->name;
+  if (nm != NULL) {
+    size_t len = strnlen(nm, HVD_NAME_MAX + 1); /* never reads past the limit */
+    if (len == 0) return invalid(t, nm, "name is empty (NULL gives an automatic name)");
+    if (len > HVD_NAME_MAX)
+      return invalid(t, nm, "name is longer than HVD_NAME_MAX (%d bytes) or not terminated",
+                     HVD_NAME_MAX);
+  }
   hvd_pset_t *ps = hvd_pset_get(ctx, a->process_set);
   if (ps == NULL) return invalid(t, nm, "process_set %d does not exist", a->process_set);
   if (ps->me < 0)
     return invalid(t, nm, "rank %d is not a member of process_set %d", ctx->id.rank, a->process_set);
   *set_size = ps->n;
-  if (nm != NULL && strlen(nm) >= HVD_NAME_MAX - 32)
-    return invalid(t, nm, "name is longer than %d characters", HVD_NAME_MAX - 32);
   if (t == HVD_MSG_BARRIER || t == HVD_MSG_JOIN) return HVD_OK;
   if ((unsigned)a->dtype >= HVD_DTYPE_COUNT)
     return invalid(t, nm, "dtype %d is not an hvd_dtype_t", (int)a->dtype);
@@ -176,8 +214,10 @@ static void fill_entry(hvd_ctx_t *ctx, hvd_entry_t *e, hvd_msg_type_t t, const h
   e->meta.op = (uint8_t)(t == HVD_MSG_ALLREDUCE || t == HVD_MSG_REDUCESCATTER ? a->op : 0);
   e->meta.root = t == HVD_MSG_BROADCAST ? a->root : 0;
   e->meta.count = t == HVD_MSG_BARRIER || t == HVD_MSG_JOIN ? 0 : a->count;
-  e->meta.prescale = a->prescale;
-  e->meta.postscale = a->postscale;
+  /* Only reductions scale: the other collectives ignore the factors. */
+  int reduces = t == HVD_MSG_ALLREDUCE || t == HVD_MSG_REDUCESCATTER;
+  e->meta.prescale = reduces ? a->prescale : 1.0;
+  e->meta.postscale = reduces ? a->postscale : 1.0;
   e->pset = a->process_set;
   e->sendbuf = a->sendbuf;
   e->recvbuf = a->recvbuf;
@@ -257,7 +297,8 @@ static hvd_status_t post(hvd_ctx_t *ctx, hvd_msg_type_t t, const hvd_op_args_t *
   *out = NULL;
   if (ctx == NULL) return invalid(t, NULL, "ctx is NULL");
   if (args == NULL) return invalid(t, NULL, "args is NULL");
-  if (n < 1 || n > 1000000) return invalid(t, NULL, "the number of tensors %d is out of range", n);
+  if (n < 1 || n > HVD_GROUP_MAX)
+    return invalid(t, NULL, "n = %d tensors is out of range [1, %d]", n, HVD_GROUP_MAX);
   int set_size = 0;
   for (int i = 0; i < n; i++) {
     HVD_CHECK(check_args(ctx, t, &args[i], &set_size));
@@ -337,6 +378,7 @@ static hvd_status_t wait_free(hvd_req_t *req, int *int_result) {
 hvd_status_t hvd_allreduce(hvd_ctx_t *ctx, const char *name, const void *sendbuf, void *recvbuf,
                            size_t count, hvd_dtype_t dtype, hvd_op_t op) {
   hvd_req_t *req;
+  HVD_CHECK(may_block(ctx, "hvd_allreduce"));
   HVD_CHECK(hvd_allreduce_async(ctx, name, sendbuf, recvbuf, count, dtype, op, &req));
   return wait_free(req, NULL);
 }
@@ -351,6 +393,7 @@ hvd_status_t hvd_broadcast(hvd_ctx_t *ctx, const char *name, void *buf, size_t c
   a.dtype = dtype;
   a.root = root;
   hvd_req_t *req;
+  HVD_CHECK(may_block(ctx, "hvd_broadcast"));
   HVD_CHECK(hvd_broadcast_ex(ctx, &a, &req));
   return wait_free(req, NULL);
 }
@@ -360,6 +403,7 @@ hvd_status_t hvd_barrier(hvd_ctx_t *ctx, int process_set) {
   a.name = "barrier.noname";
   a.process_set = process_set;
   hvd_req_t *req;
+  HVD_CHECK(may_block(ctx, "hvd_barrier"));
   HVD_CHECK(post(ctx, HVD_MSG_BARRIER, &a, 1, &req));
   return wait_free(req, NULL);
 }
@@ -369,6 +413,7 @@ hvd_status_t hvd_join(hvd_ctx_t *ctx, int process_set, int *last_joined) {
   a.name = "join.noname";
   a.process_set = process_set;
   hvd_req_t *req;
+  HVD_CHECK(may_block(ctx, "hvd_join"));
   HVD_CHECK(post(ctx, HVD_MSG_JOIN, &a, 1, &req));
   int last = -1;
   hvd_status_t rc = wait_free(req, &last);
@@ -382,18 +427,26 @@ static int cmp_int(const void *a, const void *b) {
 }
 
 hvd_status_t hvd_process_set_create(hvd_ctx_t *ctx, const int *ranks, int n, int *id) {
-  const hvd_msg_type_t t = HVD_MSG_PROCESS_SET;
-  if (ctx == NULL || id == NULL) return invalid(t, NULL, "ctx or id is NULL");
-  if (ranks == NULL || n < 1 || n > ctx->id.size)
-    return invalid(t, NULL, "need 1 to %d ranks, got %d", ctx->id.size, n);
+  const char *fn = "hvd_process_set_create";
+  if (ctx == NULL) return invalid_in(fn, "ctx is NULL");
+  if (id == NULL) return invalid_in(fn, "id is NULL");
+  if (ranks == NULL) return invalid_in(fn, "ranks is NULL");
+  if (n < 1 || n > ctx->id.size)
+    return invalid_in(fn, "n = %d is out of range: a set has 1 to %d ranks", n, ctx->id.size);
+  for (int i = 0; i < n; i++)
+    if (ranks[i] < 0 || ranks[i] >= ctx->id.size)
+      return invalid_in(fn, "ranks[%d] = %d is not a rank of the job [0, %d)", i, ranks[i],
+                        ctx->id.size);
+  HVD_CHECK(may_block(ctx, fn));
   int *sorted = malloc((size_t)n * sizeof *sorted);
   if (sorted == NULL) return HVD_ERR_NO_MEMORY;
   memcpy(sorted, ranks, (size_t)n * sizeof *sorted);
   qsort(sorted, (size_t)n, sizeof *sorted, cmp_int);
-  for (int i = 0; i < n; i++)
-    if (sorted[i] < 0 || sorted[i] >= ctx->id.size || (i > 0 && sorted[i] == sorted[i - 1])) {
+  for (int i = 1; i < n; i++)
+    if (sorted[i] == sorted[i - 1]) {
+      int dup = sorted[i];
       free(sorted);
-      return invalid(t, NULL, "ranks must be distinct and in [0, %d)", ctx->id.size);
+      return invalid_in(fn, "ranks lists rank %d more than once", dup);
     }
   hvd_req_t *r = req_new(ctx, 1);
   if (r == NULL) {
@@ -430,7 +483,8 @@ int hvd_process_set_size(hvd_ctx_t *ctx, int id) {
 }
 
 hvd_status_t hvd_get_stats(hvd_ctx_t *ctx, hvd_stats_t *s) {
-  if (ctx == NULL || s == NULL) return HVD_ERR_INVALID_PARAM;
+  if (ctx == NULL) return invalid_in("hvd_get_stats", "ctx is NULL");
+  if (s == NULL) return invalid_in("hvd_get_stats", "out is NULL");
   s->tensors_submitted = atomic_load(&ctx->st_submitted);
   s->tensors_completed = atomic_load(&ctx->st_completed);
   s->collectives = atomic_load(&ctx->st_collectives);
@@ -443,7 +497,8 @@ hvd_status_t hvd_get_stats(hvd_ctx_t *ctx, hvd_stats_t *s) {
 /* ---- request access ----------------------------------------------------------------- */
 
 hvd_status_t hvd_test(hvd_req_t *req, int *done) {
-  if (req == NULL || done == NULL) return HVD_ERR_INVALID_PARAM;
+  if (req == NULL) return invalid_in("hvd_test", "req is NULL");
+  if (done == NULL) return invalid_in("hvd_test", "done is NULL");
   if (atomic_load_explicit(&req->done, memory_order_acquire)) {
     *done = 1;
     return req->status;
@@ -453,7 +508,10 @@ hvd_status_t hvd_test(hvd_req_t *req, int *done) {
 }
 
 hvd_status_t hvd_wait(hvd_req_t *req) {
-  if (req == NULL) return HVD_ERR_INVALID_PARAM;
+  if (req == NULL) return invalid_in("hvd_wait", "req is NULL");
+  if (!atomic_load_explicit(&req->done, memory_order_acquire) && on_bg_thread(req->ctx))
+    return invalid_in("hvd_wait", "called from a completion callback on a request that has "
+                                  "not completed: it would wait forever");
   pthread_mutex_lock(&req->mu);
   while (!atomic_load_explicit(&req->done, memory_order_acquire))
     pthread_cond_wait(&req->cv, &req->mu);
@@ -467,20 +525,28 @@ const char *hvd_req_error(const hvd_req_t *req) {
   return req->err;
 }
 
-hvd_status_t hvd_req_output(const hvd_req_t *req, void **buf, size_t *count) {
-  if (req == NULL || !atomic_load_explicit(&req->finished, memory_order_acquire))
-    return HVD_ERR_INVALID_PARAM;
+/* hvd_req_output and hvd_req_recv_counts: a finished allgather or alltoall. */
+static hvd_status_t check_gathered(const hvd_req_t *req, const char *fn) {
+  if (req == NULL) return invalid_in(fn, "req is NULL");
+  if (!atomic_load_explicit(&req->finished, memory_order_acquire))
+    return invalid_in(fn, "the request has not completed");
   uint8_t t = req->entries[0].meta.type;
-  if (t != HVD_MSG_ALLGATHER && t != HVD_MSG_ALLTOALL) return HVD_ERR_INVALID_PARAM;
+  if (t != HVD_MSG_ALLGATHER && t != HVD_MSG_ALLTOALL)
+    return invalid_in(fn, "the request is a%s %s, not an allgather or alltoall",
+                      t == HVD_MSG_ALLREDUCE ? "n" : "", op_fn((hvd_msg_type_t)t));
+  return HVD_OK;
+}
+
+hvd_status_t hvd_req_output(const hvd_req_t *req, void **buf, size_t *count) {
+  HVD_CHECK(check_gathered(req, "hvd_req_output"));
   if (buf) *buf = req->out_buf;
   if (count) *count = req->out_count;
   return req->status;
 }
 
 hvd_status_t hvd_req_recv_counts(const hvd_req_t *req, const size_t **counts, int *n) {
-  if (req == NULL || !atomic_load_explicit(&req->finished, memory_order_acquire) ||
-      req->recv_counts == NULL)
-    return HVD_ERR_INVALID_PARAM;
+  HVD_CHECK(check_gathered(req, "hvd_req_recv_counts"));
+  if (req->recv_counts == NULL) return req->status; /* failed before it had any */
   if (counts) *counts = req->recv_counts;
   if (n) *n = req->nrecv_counts;
   return req->status;
@@ -488,6 +554,12 @@ hvd_status_t hvd_req_recv_counts(const hvd_req_t *req, const size_t **counts, in
 
 void hvd_req_free(hvd_req_t *req) {
   if (req == NULL) return;
+  if (!atomic_load_explicit(&req->done, memory_order_acquire) && on_bg_thread(req->ctx)) {
+    /* a callback freeing its own request: the library still uses it; leak instead */
+    invalid_in("hvd_req_free", "called from a completion callback on a request that has not "
+                               "completed; the request is not freed");
+    return;
+  }
   hvd_wait(req);
   req_destroy(req);
 }

@@ -592,8 +592,11 @@ hvd_status_t hvd_run_on_bg(hvd_ctx_t *ctx, hvd_status_t (*fn)(hvd_comm_t *world,
   return rc;
 }
 
+_Thread_local hvd_ctx_t *hvd_bg_self;
+
 void *hvd_bg_main(void *arg) {
   hvd_ctx_t *ctx = arg;
+  hvd_bg_self = ctx;
   hvd_engine_t *eng = ctx->eng;
   hvd_err_t err = {{0}};
   uint64_t stop_deadline = 0;

@@ -202,19 +202,35 @@ bad:;
   return HVD_ERR_INVALID_PARAM;
 }
 
+/* The variable that sets f: its name, or the alias when only that is set (non-empty);
+ * its value in *value (NULL: unset). */
+static const char *source(const hvd_config_field_t *f, const char **value) {
+  const char *var = f->name;
+  const char *v = getenv(var);
+  if ((v == NULL || *v == '\0') && f->alias != NULL) {
+    var = f->alias;
+    v = getenv(var);
+  }
+  *value = v != NULL && *v != '\0' ? v : NULL;
+  return var;
+}
+
+const char *hvd_config_var(const char *name) {
+  const char *v;
+  for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
+    if (strcmp(fields[i].name, name) == 0) return source(&fields[i], &v);
+  return name;
+}
+
 hvd_status_t hvd_config_load(hvd_config_t *cfg, hvd_err_t *err) {
   memset(cfg, 0, sizeof *cfg);
   for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
     const hvd_config_field_t *f = &fields[i];
     hvd_status_t rc = set_field(cfg, f, f->name, f->def, err);
     if (rc != HVD_OK) return HVD_ERR_INTERNAL; /* a default that does not parse is our bug */
-    const char *var = f->name;
-    const char *v = getenv(var);
-    if ((v == NULL || *v == '\0') && f->alias != NULL) {
-      var = f->alias;
-      v = getenv(var);
-    }
-    if (v == NULL || *v == '\0') continue;
+    const char *v;
+    const char *var = source(f, &v);
+    if (v == NULL) continue;
     rc = set_field(cfg, f, var, v, err);
     if (rc != HVD_OK) return rc;
   }

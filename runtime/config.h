@@ -72,6 +72,11 @@ const hvd_config_field_t *hvd_config_fields(size_t *n);
  * are plain decimal: no leading space, hex, inf or nan. */
 hvd_status_t hvd_config_load(hvd_config_t *cfg, hvd_err_t *err);
 
+/* The variable hvd_config_load reads for the setting called name: name, or its
+ * HOROVOD_ alias when only that is set. For messages about a value that parsed but
+ * could not be used. */
+const char *hvd_config_var(const char *name);
+
 /* Check value for variable var (a table name or alias) as hvd_config_load would, for
  * launchers that set variables: 1 if valid, 0 if not (then expected, if not NULL,
  * says what is accepted, e.g. "a number in [0, 10000]"), -1 if var is not a setting. */

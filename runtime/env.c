@@ -171,10 +171,10 @@ hvd_status_t hvd_identity_from_env(hvd_identity_t *id, hvd_err_t *err) {
       } else if (tok == NULL && is_loopback(addr)) {
         derived_token(portstr, id->token);
       } else {
-        hvd_err_set(err, "HVD_JOB_TOKEN must be %d characters, the same for every rank (e.g. "
+        hvd_err_set(err, "%s must be %d characters, the same for every rank (e.g. "
                          "export HVD_JOB_TOKEN=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \\n')"
                          "); it may be left unset only when HVD_RENDEZVOUS_ADDR is a loopback "
-                         "address", HVD_RDV_TOKEN_LEN);
+                         "address", tok ? which : "HVD_JOB_TOKEN", HVD_RDV_TOKEN_LEN);
         return HVD_ERR_INVALID_PARAM;
       }
       id->have_launcher = 2; /* rank 0 serves the rendezvous (hvd_init) */
@@ -226,8 +226,8 @@ hvd_status_t hvd_identity_from_env(hvd_identity_t *id, hvd_err_t *err) {
     id->rdv_port = (int)port;
     const char *tok = env2("HVD_JOB_TOKEN", "HOROVOD_JOB_TOKEN", &which);
     if (tok == NULL || strlen(tok) != HVD_RDV_TOKEN_LEN) {
-      hvd_err_set(err, "HVD_JOB_TOKEN must be set to the %d-character job token that the "
-                       "launcher generated", HVD_RDV_TOKEN_LEN);
+      hvd_err_set(err, "%s must be set to the %d-character job token that the launcher "
+                       "generated", tok ? which : "HVD_JOB_TOKEN", HVD_RDV_TOKEN_LEN);
       return HVD_ERR_INVALID_PARAM;
     }
     strcpy(id->token, tok);

@@ -64,9 +64,11 @@ static void tl_op(hvd_ctx_t *ctx, const hvd_response_t *r, hvd_entry_t *const *e
   tl_span(ctx, es, n, hvd_msg_type_name(r->type), t0, t1, args);
 }
 
-/* The fusion buffer, at least `bytes` long (grown, pre-touched). NULL if out of memory. */
+/* The fusion buffer, at least `bytes` long (grown, pre-touched). NULL if out of memory
+ * (not for 0 bytes before the first use: a 0-element operation with NULL buffers needs
+ * a valid pointer too). */
 static void *fusion(hvd_ctx_t *ctx, size_t bytes) {
-  if (bytes <= ctx->fusion_size) return ctx->fusion;
+  if (bytes <= ctx->fusion_size && ctx->fusion != NULL) return ctx->fusion;
   /* Grow to the next power of two of what is needed (at least 1 MiB): touching the
    * whole fusion threshold (128 MiB by default) up front would cost a job that only
    * ever fuses a few MiB half a second and that much memory. */

@@ -17,9 +17,7 @@
 #include <stdint.h>
 
 #include "common/err.h"
-#include "hvd.h"
-
-#define HVD_NAME_MAX 512
+#include "hvd.h" /* HVD_NAME_MAX: the longest name on the wire, as in the API */
 
 typedef enum {
   HVD_MSG_ALLREDUCE = 0,

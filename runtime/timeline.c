@@ -727,7 +727,8 @@ hvd_status_t hvd_timeline_open(const hvd_timeline_opts_t *opts, hvd_timeline_t *
 
   tl->fd = open(opts->path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (tl->fd < 0) {
-    hvd_err_set(err, "cannot create %s: %s", opts->path, strerror(errno));
+    hvd_err_set(err, "cannot create %.256s%s: %s", opts->path,
+                strlen(opts->path) > 256 ? "..." : "", strerror(errno));
     tl_free(tl);
     return HVD_ERR_INVALID_PARAM;
   }

@@ -73,7 +73,6 @@ CASE_TCP(collectives, 4)
 CASE_AT(threads, 4)
 CASE_AT_FULL(callbacks, 3)
 CASE_TCP(callbacks, 4)
-CASE_AT(invalid, 2)
 CASE_AT(reinit, 3)
 CASE_AT(slow_peer, 2)
 CASE_AT_FULL(slow_peer, 4)
@@ -111,6 +110,26 @@ Test(runtime_stall, warning_only, .timeout = 60) {
   int left = 0;
   for (int i = 0; i < 100 && (left = procs_matching("runtime_check stall")) > 0; i++) usleep(100000);
   cr_assert_eq(left, 0, "ranks left running 10 s after hvdrun was killed");
+}
+
+/* Bad arguments that depend on the job's size fail on every rank with a log line
+ * naming the argument (the single-rank cases are in tests/unit/test_badinput.c). */
+Test(runtime_invalid, np2_messages, .timeout = 150) {
+  run_result_t r = run_case("invalid", 2, NULL, 120);
+  cr_assert(r.exited && r.status == 0 && count_in(&r, "CASE invalid: OK") == 2, "%s", r.out);
+  const char *want[] = {
+      "broadcast(inv.root): invalid parameter: root 2 is out of range: process_set 0 has 2 ranks",
+      "broadcast(inv.root): invalid parameter: root -1 is out of range",
+      "hvd_process_set_create: invalid parameter: ranks lists rank 0 more than once",
+      "hvd_process_set_create: invalid parameter: ranks[1] = 2 is not a rank of the job [0, 2)",
+      "alltoall(inv.a2a): invalid parameter: splits overflow",
+      "alltoall(inv.a2a): invalid parameter: count 3 is not divisible by the 2 ranks of the set",
+  };
+  for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+    cr_expect_eq(count_in(&r, want[i]), 2, "\"%s\" not logged by both ranks:\n%s", want[i], r.out);
+  cr_expect_eq(count_in(&r, "allreduce(inv.member): invalid parameter: rank 1 is not a member of "
+                            "process_set"), 1, "%s", r.out);
+  run_free(&r);
 }
 
 /* A setting that does not parse fails init with a message naming it and its range. */

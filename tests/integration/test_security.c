@@ -10,7 +10,8 @@
  *     (default log level, and debug with --verbose), never on any process's command
  *     line while the job runs;
  *   - the server listens on 127.0.0.1 for a single-host job (ss -ltnp), on every
- *     interface only with --rendezvous-bind 0.0.0.0.
+ *     interface only with --rendezvous-bind 0.0.0.0; the ranks' data-plane endpoints
+ *     of a single-host job listen on loopback only.
  */
 #include <criterion/criterion.h>
 #include <ctype.h>
@@ -481,15 +482,15 @@ Test(security, token_random_per_job_never_logged_never_on_a_command_line, .timeo
 
 /* ---- where the server listens --------------------------------------------------- */
 
-/* The local addresses hvdrun (pid) listens on, from ss -ltnp, space-separated. */
-static void listeners(pid_t pid, char *out, size_t n) {
+/* The local addresses that processes whose ss line contains `who` listen on, from
+ * ss -ltnp, space-separated. */
+static void listeners(const char *who, char *out, size_t n) {
   FILE *f = popen("ss -ltnpH 2>/dev/null", "r");
   cr_assert_not_null(f);
-  char line[1024], needle[32];
-  snprintf(needle, sizeof needle, "pid=%d,", (int)pid);
+  char line[1024];
   out[0] = '\0';
   while (fgets(line, sizeof line, f) != NULL) {
-    if (strstr(line, needle) == NULL) continue;
+    if (strstr(line, who) == NULL) continue;
     char state[32], rq[16], sq[16], local[128];
     if (sscanf(line, "%31s %15s %15s %127s", state, rq, sq, local) == 4) {
       size_t k = strlen(out);
@@ -499,25 +500,35 @@ static void listeners(pid_t pid, char *out, size_t n) {
   pclose(f);
 }
 
+/* A 2-rank job that stays initialised: hvdrun must listen on want_prefix:port only,
+ * and the ranks' data-plane endpoints on loopback only (a single-host job). */
 static void check_listener(const char *flags, const char *want_prefix) {
   bg_job_t j;
-  char ranks[1024], args[1400];
+  char args[1400];
   job_dir(&j);
-  rank_cmd(ranks, sizeof ranks, &j, "");
-  snprintf(args, sizeof args, "--verbose %s -np 2 %s", flags, ranks);
+  snprintf(args, sizeof args, "--verbose %s -np 2 %s %s/stop", flags, prog_path("init_wait"),
+           j.dir);
   job_spawn(&j, args, NULL);
   int port = job_port(&j);
-  cr_assert(job_wait_text(&j, "ALL OK", 2, 90), "the job did not complete:\n%s", job_output(&j));
-  char got[512], want[64];
-  listeners(j.pid, got, sizeof got);
+  cr_assert(job_wait_text(&j, ": initialised", 2, 90), "the ranks did not initialise:\n%s",
+            job_output(&j));
+  char got[512], ranks[1024], want[64], who[32];
+  snprintf(who, sizeof who, "pid=%d,", (int)j.pid);
+  listeners(who, got, sizeof got);
+  listeners("\"init_wait\"", ranks, sizeof ranks);
   snprintf(want, sizeof want, "%s:%d", want_prefix, port);
   int st = job_finish(&j, 60);
   cr_assert_eq(st, 0, "hvdrun exited %d:\n%s", st, job_output(&j));
   cr_assert_str_eq(got, want, "hvdrun %s listens on '%s', expected only %s", flags, got, want);
+  cr_log_info("ranks listen on %s", ranks);
+  cr_assert(ranks[0] != '\0', "no data-plane listener of the ranks seen");
+  for (const char *p = ranks; p != NULL && *p; p = strchr(p, ' ') ? strchr(p, ' ') + 1 : NULL)
+    cr_assert(strncmp(p, "127.0.0.1:", 10) == 0, "a rank of a single-host job listens on %s",
+              ranks);
   job_cleanup(&j);
 }
 
-Test(security, rendezvous_listens_on_loopback_for_a_local_job, .timeout = 120) {
+Test(security, rendezvous_and_data_plane_on_loopback_for_a_local_job, .timeout = 120) {
   check_listener("", "127.0.0.1");
 }
 

@@ -56,6 +56,8 @@ static const char help_text[] =
     "                          the ranks' network transport uses IF (HVD_OFI_IFACE).\n"
     "                          Default: the address this host uses to reach the first\n"
     "                          remote host, or 127.0.0.1 when every rank runs here\n"
+    "                          (and then HVD_OFI_IFACE=lo: the ranks' network\n"
+    "                          endpoints listen on loopback only)\n"
     "  --rendezvous-bind ADDR  the rendezvous server listens on ADDR (an IPv4 or IPv6\n"
     "                          literal) instead; 0.0.0.0 or :: listens on every\n"
     "                          interface (ranks still connect to the address chosen\n"
@@ -363,6 +365,22 @@ static int set_setting(hvdrun_opts_t *o, const char *flag, const char *var,
   return push_env(&o->flag_env, &o->nflag_env, var, value, err);
 }
 
+/* Every rank on this host: the ranks talk over shared memory, but each still opens
+ * a network endpoint (also the fallback when shared memory is unavailable), which
+ * would listen, unauthenticated, on the first external interface. Put it on loopback
+ * unless the interface was chosen (--network-interface, HVD_OFI_IFACE or its alias
+ * in hvdrun's environment, -x). See docs/security.md. */
+static int loopback_data_plane(hvdrun_opts_t *o, hvd_err_t *err) {
+  if (o->any_remote || o->iface != NULL || getenv("HVD_OFI_IFACE") != NULL ||
+      getenv("HOROVOD_GLOO_IFACE") != NULL)
+    return 0;
+  for (int i = 0; i < o->nx_env; i++)
+    if (strncmp(o->x_env[i], "HVD_OFI_IFACE=", 14) == 0 ||
+        strncmp(o->x_env[i], "HOROVOD_GLOO_IFACE=", 19) == 0)
+      return 0;
+  return set_setting(o, "single-host job", "HVD_OFI_IFACE", "lo", err);
+}
+
 static int add_x(hvdrun_opts_t *o, const char *spec, hvd_err_t *err) {
   size_t n = strcspn(spec, "=");
   char name[256];
@@ -615,6 +633,7 @@ static int parse_args(int argc, char **argv, hvdrun_opts_t *opts, hvd_err_t *err
     opts->nhosts = 1;
   }
   if (hvdrun_assign(opts, err) != 0) return -1;
+  if (loopback_data_plane(opts, err) != 0) return -1;
   if (opts->start_timeout_given && opts->start_timeout_s > 0) {
     char buf[16];
     snprintf(buf, sizeof buf, "%d", opts->start_timeout_s);

@@ -702,6 +702,38 @@ static void case_invalid(void) {
   if (hvd_process_set_create(ctx, bad_ranks, 2, &id) != HVD_ERR_INVALID_PARAM) FAIL("duplicate ranks accepted");
   /* Zero elements with NULL buffers is fine. */
   CHECK_OK(hvd_allreduce(ctx, "inv.zero", NULL, NULL, 0, HVD_FLOAT32, HVD_SUM));
+  /* What needs peers (tests/unit/test_badinput.c has the rest; test_runtime.c checks
+   * the messages) */
+  if (N < 2) return;
+  int out_of_job[2] = {0, N};
+  if (hvd_process_set_create(ctx, out_of_job, 2, &id) != HVD_ERR_INVALID_PARAM) FAIL("rank N accepted");
+  size_t splits[64] = {SIZE_MAX, 2}; /* wraps to 1 when added */
+  a = (hvd_op_args_t)HVD_OP_ARGS_INIT;
+  a.name = "inv.a2a";
+  a.sendbuf = x;
+  a.count = 1;
+  a.splits = splits;
+  if (hvd_alltoall_ex(ctx, &a, &req) != HVD_ERR_INVALID_PARAM) FAIL("overflowing splits accepted");
+  a.splits = NULL;
+  a.count = (size_t)N + 1;
+  if (hvd_alltoall_ex(ctx, &a, &req) != HVD_ERR_INVALID_PARAM) FAIL("uneven count accepted");
+  int only0[1] = {0};
+  CHECK_OK(hvd_process_set_create(ctx, only0, 1, &id));
+  a = (hvd_op_args_t)HVD_OP_ARGS_INIT;
+  a.name = "inv.member";
+  a.sendbuf = a.recvbuf = x;
+  a.count = 1;
+  a.process_set = id;
+  hvd_status_t rc = hvd_allreduce_ex(ctx, &a, &req);
+  if (R == 0) {
+    CHECK_OK(rc);
+    if (rc == HVD_OK) CHECK_OK(hvd_wait(req));
+    if (rc == HVD_OK) hvd_req_free(req);
+  } else if (rc != HVD_ERR_INVALID_PARAM) {
+    FAIL("non-member accepted");
+  }
+  if (R != 0 && hvd_process_set_rank(ctx, id) != -1) FAIL("non-member has a set rank");
+  if (hvd_process_set_size(ctx, id) != 1) FAIL("set size %d", hvd_process_set_size(ctx, id));
 }
 
 /* A rank waiting on a slow peer must not burn a core: rank 1 arrives 3 s late; the
