@@ -371,7 +371,8 @@ hvd_status_t hvd_init(hvd_ctx_t **out) {
     timeline_path(ctx, path, sizeof path);
     if (hvd_timeline_open_for(ctx, path, &ctx->tl) != HVD_OK) {
       rc = HVD_ERR_INVALID_PARAM;
-      hvd_err_set(&err, "HVD_TIMELINE=%s: cannot write the timeline", ctx->cfg.timeline);
+      hvd_err_set(&err, "%s=%s: cannot write the timeline", hvd_config_var("HVD_TIMELINE"),
+                  ctx->cfg.timeline);
       goto fail;
     }
   }
