@@ -164,7 +164,7 @@ static void on_client_io(uv_poll_t *p, int status, int events) {
 /* A hang is a failure: the server must end every connection whose peer is done. */
 static void on_guard(uv_timer_t *t) {
   int *ticks = t->data;
-  FUZZ_CHECK(++*ticks < 50, "the server never finished with the connection");
+  FUZZ_CHECK(++*ticks < 80, "the server never finished with the connection");
 }
 
 static void on_server_freed(void *arg) { *(int *)arg = 1; }
