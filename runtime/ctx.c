@@ -284,6 +284,10 @@ hvd_status_t hvd_init(hvd_ctx_t **out) {
     HVD_ERROR("hvd_init: invalid parameter: out is NULL");
     return HVD_ERR_INVALID_PARAM;
   }
+  *out = NULL;
+  /* The level early, for what init logs; a bad value fails hvd_config_load below,
+   * with a message naming the variable that was set (or its HOROVOD_ alias). */
+  (void)hvd_log_init_from_env();
   hvd_ctx_t *ctx = calloc(1, sizeof *ctx);
   if (ctx == NULL) return HVD_ERR_NO_MEMORY;
   ctx->live_pipe[0] = ctx->live_pipe[1] = -1;
@@ -349,10 +353,6 @@ hvd_status_t hvd_init(hvd_ctx_t **out) {
     int *all = malloc((size_t)ctx->id.size * sizeof *all);
     hvd_pset_t *world = NULL;
     if (all != NULL) {
-  *out = NULL;
-  /* The level early, for what init logs; a bad value fails hvd_config_load below,
-   * with a message naming the variable that was set (or its HOROVOD_ alias). */
-  (void)hvd_log_init_from_env();
       for (int r = 0; r < ctx->id.size; r++) all[r] = r;
       world = hvd_pset_new(ctx, 0, all, ctx->id.size);
       free(all);

@@ -188,6 +188,9 @@ hvd_pset_t *hvd_pset_get(hvd_ctx_t *ctx, int id);
 
 /* bg.c */
 void *hvd_bg_main(void *arg);
+/* On a background thread, its context (NULL elsewhere): lets blocking calls made
+ * from a completion callback fail instead of waiting for themselves. */
+extern _Thread_local hvd_ctx_t *hvd_bg_self;
 hvd_status_t hvd_engine_new(hvd_ctx_t *ctx, hvd_engine_t **out, hvd_err_t *err);
 void hvd_engine_free(hvd_engine_t *eng);
 
@@ -198,9 +201,6 @@ void hvd_exec_response(hvd_ctx_t *ctx, hvd_pset_t *ps, const hvd_response_t *r,
 void hvd_entry_complete(hvd_ctx_t *ctx, hvd_entry_t *e, hvd_status_t st, const char *msg);
 
 /* tl_api.c */
-/* On a background thread, its context (NULL elsewhere): lets blocking calls made
- * from a completion callback fail instead of waiting for themselves. */
-extern _Thread_local hvd_ctx_t *hvd_bg_self;
 void hvd_timeline_take_switch(hvd_ctx_t *ctx);
 hvd_status_t hvd_timeline_open_for(hvd_ctx_t *ctx, const char *path, hvd_timeline_t **out);
 
