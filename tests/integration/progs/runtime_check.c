@@ -734,6 +734,14 @@ static void case_invalid(void) {
   }
   if (R != 0 && hvd_process_set_rank(ctx, id) != -1) FAIL("non-member has a set rank");
   if (hvd_process_set_size(ctx, id) != 1) FAIL("set size %d", hvd_process_set_size(ctx, id));
+  /* The longest name goes through negotiation, the cache and the timeline like any */
+  static char longest[HVD_NAME_MAX + 1];
+  memset(longest, 'L', HVD_NAME_MAX);
+  for (int k = 0; k < 3; k++) {
+    float one = 1, sum = 0;
+    CHECK_OK(hvd_allreduce(ctx, longest, &one, &sum, 1, HVD_FLOAT32, HVD_SUM));
+    if (sum != N) FAIL("longest name: sum %g", sum);
+  }
 }
 
 /* A rank waiting on a slow peer must not burn a core: rank 1 arrives 3 s late; the
