@@ -463,6 +463,7 @@ static hvd_status_t insert_peer(hvd_ofi_t *o, int r, hvd_ofi_prov_t *p,
   }
   hvd_ofi_peer_t *pe = &o->peers[r];
   pe->prov = p;
+  p->npeers++;
   pe->addr = fa;
   pe->seg_size = HVD_MIN((uint64_t)p->max_msg_size, sl->max_msg);
   return HVD_OK;
@@ -599,6 +600,7 @@ static hvd_status_t ofi_connect(hvd_transport_t *tp, const void *const *blobs,
 fail:
   free(o->peers);
   o->peers = NULL;
+  for (int s = 0; s < HVD_OFI_NSLOTS; s++) o->slot[s].npeers = 0;
   return st;
 }
 

@@ -39,6 +39,7 @@ typedef struct hvd_ofi_prov {
   int is_loopback;     /* bound to 127.0.0.1 / ::1: cannot reach other hosts */
   char addr[HVD_OFI_NAME_MAX]; /* fi_getname() of ep */
   size_t addrlen;
+  int npeers; /* peers connect() gave this slot: a slot with none is never polled */
   /* xfers with segments not yet posted (the provider said -FI_EAGAIN), FIFO so that
    * equal-tag messages keep their order. */
   hvd_xfer_t *defer_head, *defer_tail;

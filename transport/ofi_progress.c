@@ -3,7 +3,8 @@
  *
  * How it works. Both providers run with manual data progress: bytes move (and
  * tcp;ofi_rxm even sets up connections) only while we read their CQs. A progress
- * pass reads every open CQ in batches (op_context is the hvd_xfer_t; each entry
+ * pass reads, in batches, every open CQ that some peer uses (an unused tcp;ofi_rxm
+ * CQ would cost a poll() per pass) (op_context is the hvd_xfer_t; each entry
  * takes one off x->pending), turns error entries (-FI_EAVAIL -> fi_cq_readerr) into
  * HVD_ERR_TRANSPORT on the xfer with the provider's explanation in tp->err, and then
  * posts whatever segments were deferred by -FI_EAGAIN.
@@ -134,7 +135,9 @@ static hvd_status_t read_cq(hvd_ofi_t *o, hvd_ofi_prov_t *p, int *events) {
 hvd_status_t hvd_ofi_progress_pass(hvd_ofi_t *o, int *events) {
   for (int s = 0; s < HVD_OFI_NSLOTS; s++) {
     hvd_ofi_prov_t *p = &o->slot[s];
-    if (p->ep == NULL) continue;
+    /* A connected slot no peer uses has nothing to complete; reading tcp;ofi_rxm's
+     * CQ costs a poll() system call, which doubled a same-host message's latency. */
+    if (p->ep == NULL || (o->peers != NULL && p->npeers == 0)) continue;
     HVD_CHECK(read_cq(o, p, events));
     if (p->defer_head != NULL) hvd_ofi_post_deferred(o, p, events);
   }
