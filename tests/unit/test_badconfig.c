@@ -22,66 +22,18 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "capture.h"
 #include "common/log.h"
 #include "runtime/config.h"
 #include "transport/rdv.h"
 
-extern char **environ;
-
-static int cap_fd = -1;
-
-static void cap_clear(void) {
-  cr_assert_eq(ftruncate(cap_fd, 0), 0);
-  lseek(cap_fd, 0, SEEK_SET);
-}
-
-static const char *cap_text(void) {
-  static char buf[16384];
-  ssize_t n = pread(cap_fd, buf, sizeof buf - 1, 0);
-  buf[n > 0 ? n : 0] = '\0';
-  return buf;
-}
-
-/* Unset every variable hvd might read. */
-static void clean_env(void) {
-  static const char *const prefixes[] = {"HVD_", "HOROVOD_", "OMPI_", "SLURM_", "PMIX_"};
-  for (;;) {
-    char name[256] = "";
-    for (char **e = environ; *e && !name[0]; e++)
-      for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++)
-        if (strncmp(*e, prefixes[i], strlen(prefixes[i])) == 0) {
-          size_t n = strcspn(*e, "=");
-          snprintf(name, sizeof name, "%.*s", (int)n, *e);
-          break;
-        }
-    if (!name[0]) break;
-    unsetenv(name);
-  }
-}
-
-static char tmpdir[64];
-
 static void setup(void) {
-  clean_env();
-  /* HVD_TIMELINE=<anything> writes that file: keep them in a directory of our own */
-  snprintf(tmpdir, sizeof tmpdir, "/tmp/hvd-badconfig-XXXXXX");
-  cr_assert_not_null(mkdtemp(tmpdir));
-  cr_assert_eq(chdir(tmpdir), 0);
-  char path[] = "/tmp/hvd-badconfig-log-XXXXXX";
-  cap_fd = mkstemp(path);
-  cr_assert_geq(cap_fd, 0);
-  unlink(path);
-  fflush(stderr);
-  dup2(cap_fd, 2);
+  cap_start();
+  /* HVD_TIMELINE=<anything> writes that file: keep them in the scratch directory */
+  cr_assert_eq(chdir(cap_dir), 0);
 }
 
-static void teardown(void) {
-  char cmd[128];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-  if (chdir("/") != 0 || system(cmd) != 0) cr_log_warn("could not remove %s", tmpdir);
-}
-
-TestSuite(badconfig, .init = setup, .fini = teardown, .timeout = 240);
+TestSuite(badconfig, .init = setup, .fini = cap_end, .timeout = 240);
 
 /* ---- one case ------------------------------------------------------------------------ */
 

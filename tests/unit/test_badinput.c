@@ -21,27 +21,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "capture.h"
 #include "collectives/reduce.h"
 #include "common/log.h"
 #include "runtime/ctx.h"
 
-extern char **environ;
-
-/* ---- log capture ----------------------------------------------------------------------- */
-
-static int cap_fd = -1;
-
-static void cap_clear(void) {
-  cr_assert_eq(ftruncate(cap_fd, 0), 0);
-  lseek(cap_fd, 0, SEEK_SET);
-}
-
-static const char *cap_text(void) {
-  static char buf[65536];
-  ssize_t n = pread(cap_fd, buf, sizeof buf - 1, 0);
-  buf[n > 0 ? n : 0] = '\0';
-  return buf;
-}
+/* ---- log checks ---------------------------------------------------------------------- */
 
 /* rc must be want, and the log since the last check must contain every needle. */
 static void check(const char *what, hvd_status_t rc, hvd_status_t want, const char *const *needles) {
@@ -64,30 +49,9 @@ static void check(const char *what, hvd_status_t rc, hvd_status_t want, const ch
 /* ---- fixture: a one-rank context --------------------------------------------------------- */
 
 static hvd_ctx_t *ctx;
-static char tmpdir[64];
-
-static void clean_env(void) {
-  for (;;) {
-    char name[256] = "";
-    for (char **e = environ; *e && !name[0]; e++)
-      if (strncmp(*e, "HVD_", 4) == 0 || strncmp(*e, "HOROVOD_", 8) == 0 ||
-          strncmp(*e, "OMPI_", 5) == 0 || strncmp(*e, "SLURM_", 6) == 0)
-        snprintf(name, sizeof name, "%.*s", (int)strcspn(*e, "="), *e);
-    if (!name[0]) break;
-    unsetenv(name);
-  }
-}
 
 static void setup(void) {
-  clean_env();
-  snprintf(tmpdir, sizeof tmpdir, "/tmp/hvd-badinput-XXXXXX");
-  cr_assert_not_null(mkdtemp(tmpdir));
-  char path[] = "/tmp/hvd-badinput-log-XXXXXX";
-  cap_fd = mkstemp(path);
-  cr_assert_geq(cap_fd, 0);
-  unlink(path);
-  fflush(stderr);
-  dup2(cap_fd, 2);
+  cap_start();
   cr_assert_eq(hvd_init(&ctx), HVD_OK, "%s", cap_text());
   cap_clear();
 }
@@ -95,9 +59,7 @@ static void setup(void) {
 static void teardown(void) {
   if (ctx) cr_expect_eq(hvd_shutdown(ctx), HVD_OK, "%s", cap_text());
   ctx = NULL;
-  char cmd[128];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-  if (system(cmd) != 0) cr_log_warn("could not remove %s", tmpdir);
+  cap_end();
 }
 
 TestSuite(badinput, .init = setup, .fini = teardown, .timeout = 60);
@@ -528,13 +490,13 @@ Test(badinput, timeline_paths) {
   EXPECT(hvd_timeline_start(ctx, ""), HVD_ERR_INVALID_PARAM, fn, "path is empty");
   EXPECT(hvd_timeline_start(ctx, "/nonexistent-dir/t.json"), HVD_ERR_INVALID_PARAM,
          "cannot create /nonexistent-dir/t.json: No such file or directory");
-  EXPECT(hvd_timeline_start(ctx, tmpdir), HVD_ERR_INVALID_PARAM, "Is a directory");
-  snprintf(path, sizeof path, "%s/", tmpdir);
+  EXPECT(hvd_timeline_start(ctx, cap_dir), HVD_ERR_INVALID_PARAM, "Is a directory");
+  snprintf(path, sizeof path, "%s/", cap_dir);
   memset(path + strlen(path), 'p', sizeof path - strlen(path) - 1);
   path[sizeof path - 1] = '\0';
   EXPECT(hvd_timeline_start(ctx, path), HVD_ERR_INVALID_PARAM, "File name too long");
   EXPECT(hvd_timeline_stop(ctx), HVD_OK, ""); /* none running */
-  snprintf(ok, sizeof ok, "%s/t.json", tmpdir);
+  snprintf(ok, sizeof ok, "%s/t.json", cap_dir);
   EXPECT(hvd_timeline_start(ctx, ok), HVD_OK, "");
   EXPECT(hvd_timeline_start(ctx, "/nonexistent-dir/t.json"), HVD_ERR_INVALID_PARAM,
          "cannot create");
@@ -556,7 +518,7 @@ static void misbehaving_callback(hvd_req_t *req, hvd_status_t status, void *arg)
   float v = 1;
   int id, r0[] = {0};
   char tl[96];
-  snprintf(tl, sizeof tl, "%s/cb.json", tmpdir);
+  snprintf(tl, sizeof tl, "%s/cb.json", cap_dir);
   r->wait_own = hvd_wait(req);
   hvd_req_free(req); /* refused: the library still uses it */
   r->sync_allreduce = hvd_allreduce(ctx, "cb.sync", &v, &v, 1, HVD_FLOAT32, HVD_SUM);
@@ -653,7 +615,7 @@ Test(badinput, calls_while_shutdown_runs) {
   hvd_req_t *req = NULL;
   int id, r0[] = {0};
   char tl[96];
-  snprintf(tl, sizeof tl, "%s/late.json", tmpdir);
+  snprintf(tl, sizeof tl, "%s/late.json", cap_dir);
   EXPECT(hvd_allreduce_async(ctx, "late", x, y, 8, HVD_FLOAT32, HVD_SUM, &req), sd,
          "late: hvd_shutdown has already begun");
   EXPECT(hvd_allreduce(ctx, "late", x, y, 8, HVD_FLOAT32, HVD_SUM), sd, "hvd_shutdown");
