@@ -17,48 +17,45 @@
  * Each sub-slice is computed once, by one member, and copied to all: the result is
  * bit-identical everywhere. Counters are release-stored and acquire-loaded.
  *
- * Waiting spins briefly, then yields (several ranks may share a core), then sleeps
- * with a growing interval up to 1 ms, and gives up with HVD_ERR_ABORTED when the
- * transport's abort flag is set (a peer died: the launcher told us).
+ * Small vectors (at most HVD_SHM_DIRECT_BYTES, one chunk) take a shorter way: every
+ * member reduces the whole chunk from all slots, in member order, straight into its
+ * output, so a round needs one hand-off (POSTED) instead of two (POSTED, REDUCED);
+ * the extra reading is cheaper than the second cross-core wait up to a few KiB.
+ * Every member computes the same operations in the same order: identical bits.
+ *
+ * Counters and waiting: collectives/shm_sync.h.
  */
-#include <sched.h>
 #include <string.h>
-#include <time.h>
 
 #include "collectives/coll.h"
 #include "collectives/reduce.h"
 #include "collectives/ring.h"
+#include "collectives/shm_sync.h"
 #include "common/util.h"
-#include "transport/shm_arena.h"
 
-enum { POSTED = 0, REDUCED = 1, GATHERED = 2 };
+/* Largest vector reduced by every member at once (see above); measured in
+ * docs/performance.md ("shared-memory arena: small vectors"). */
+#define HVD_SHM_DIRECT_BYTES 4096u
 
-static hvd_status_t wait_for(const hvd_comm_t *c, const hvd_arena_t *a, int j, int counter,
-                             uint64_t at_least) {
-  _Atomic uint64_t *v = &hvd_arena_ctrl(a, j)->c[counter].v;
-  if (atomic_load_explicit(v, memory_order_acquire) >= at_least) return HVD_OK;
-  uint64_t start = hvd_now_ns();
-  long sleep_ns = 1000;
-  for (unsigned spins = 0;; spins++) {
-    if (atomic_load_explicit(v, memory_order_acquire) >= at_least) return HVD_OK;
-    if (spins < 256) {
-      __builtin_ia32_pause();
-      continue;
-    }
-    if ((spins & 63) == 0 && c->tp && c->tp->abort && atomic_load(c->tp->abort)) {
-      hvd_err_set(&c->tp->err, "aborted while waiting for local rank %d (shared memory)",
-                  a->ranks[j]);
-      return HVD_ERR_ABORTED;
-    }
-    uint64_t waited = hvd_now_ns() - start;
-    if (waited < 5000000ull) {
-      sched_yield();
-    } else {
-      struct timespec ts = {0, sleep_ns};
-      nanosleep(&ts, NULL);
-      if (sleep_ns < 1000000) sleep_ns *= 2;
-    }
+static hvd_status_t allreduce_direct(hvd_comm_t *c, const char *in, char *out, size_t len,
+                                     hvd_dtype_t dtype, hvd_op_t op) {
+  hvd_arena_t *a = c->arena;
+  const int n = a->n, me = a->me;
+  const size_t es = hvd_dtype_size(dtype);
+  const uint64_t g = ++c->arena_seq;
+  const int p = (int)(g & 1);
+  if (g > 2) HVD_CHECK(hvd_shm_wait_all(c, HVD_SHM_GATHERED, g - 2));
+  memcpy(hvd_arena_slot(a, me, p), in, len * es);
+  hvd_shm_publish(a, HVD_SHM_POSTED, g);
+  for (int j = 0; j < 2; j++)
+    if (j != me) HVD_CHECK(hvd_shm_wait(c, j, HVD_SHM_POSTED, g));
+  hvd_reduce3(out, hvd_arena_slot(a, 0, p), hvd_arena_slot(a, 1, p), len, dtype, op);
+  for (int j = 2; j < n; j++) {
+    if (j != me) HVD_CHECK(hvd_shm_wait(c, j, HVD_SHM_POSTED, g));
+    hvd_reduce(out, hvd_arena_slot(a, j, p), len, dtype, op);
   }
+  hvd_shm_publish(a, HVD_SHM_GATHERED, g);
+  return HVD_OK;
 }
 
 hvd_status_t hvd_allreduce_shm(hvd_comm_t *c, const void *sendbuf, void *recvbuf, size_t count,
@@ -69,8 +66,9 @@ hvd_status_t hvd_allreduce_shm(hvd_comm_t *c, const void *sendbuf, void *recvbuf
   const size_t chunk = a->slot_bytes / es;
   const char *in = sendbuf;
   char *out = recvbuf;
-  hvd_arena_ctrl_t *mine = hvd_arena_ctrl(a, me);
   c->seq++;
+  if (n > 1 && count > 0 && count * es <= HVD_MIN(HVD_SHM_DIRECT_BYTES, a->slot_bytes))
+    return allreduce_direct(c, sendbuf, recvbuf, count, dtype, op);
   for (size_t off = 0; off < count; off += chunk) {
     const size_t len = HVD_MIN(chunk, count - off);
     const uint64_t g = ++c->arena_seq;
@@ -78,35 +76,33 @@ hvd_status_t hvd_allreduce_shm(hvd_comm_t *c, const void *sendbuf, void *recvbuf
     char *slot = hvd_arena_slot(a, me, p);
     hvd_status_t rc;
 
-    if (g > 2)
-      for (int j = 0; j < n; j++)
-        if (j != me && (rc = wait_for(c, a, j, GATHERED, g - 2)) != HVD_OK) return rc;
+    if (g > 2 && (rc = hvd_shm_wait_all(c, HVD_SHM_GATHERED, g - 2)) != HVD_OK) return rc;
     memcpy(slot, in + off * es, len * es);
-    atomic_store_explicit(&mine->c[POSTED].v, g, memory_order_release);
+    hvd_shm_publish(a, HVD_SHM_POSTED, g);
 
     const size_t lo = hvd_block_offset(len, n, me), cnt = hvd_block_count(len, n, me);
     if (cnt > 0) {
       char *dst = slot + lo * es;
       if (me != 0) {
-        if ((rc = wait_for(c, a, 0, POSTED, g)) != HVD_OK) return rc;
+        if ((rc = hvd_shm_wait(c, 0, HVD_SHM_POSTED, g)) != HVD_OK) return rc;
         hvd_reduce3(dst, hvd_arena_slot(a, 0, p) + lo * es, dst, cnt, dtype, op);
       }
       for (int j = 1; j < n; j++) {
         if (j == me) continue;
-        if ((rc = wait_for(c, a, j, POSTED, g)) != HVD_OK) return rc;
+        if ((rc = hvd_shm_wait(c, j, HVD_SHM_POSTED, g)) != HVD_OK) return rc;
         hvd_reduce(dst, hvd_arena_slot(a, j, p) + lo * es, cnt, dtype, op);
       }
     }
-    atomic_store_explicit(&mine->c[REDUCED].v, g, memory_order_release);
+    hvd_shm_publish(a, HVD_SHM_REDUCED, g);
 
     for (int k = 0; k < n; k++) {
       const int j = (me + k) % n;
       const size_t lj = hvd_block_offset(len, n, j), cj = hvd_block_count(len, n, j);
       if (cj == 0) continue;
-      if (j != me && (rc = wait_for(c, a, j, REDUCED, g)) != HVD_OK) return rc;
+      if (j != me && (rc = hvd_shm_wait(c, j, HVD_SHM_REDUCED, g)) != HVD_OK) return rc;
       memcpy(out + (off + lj) * es, hvd_arena_slot(a, j, p) + lj * es, cj * es);
     }
-    atomic_store_explicit(&mine->c[GATHERED].v, g, memory_order_release);
+    hvd_shm_publish(a, HVD_SHM_GATHERED, g);
   }
   return HVD_OK;
 }

@@ -58,6 +58,16 @@ hvd_status_t hvd_allreduce_shm(hvd_comm_t *c, const void *sendbuf, void *recvbuf
 
 /* ---- other collectives ------------------------------------------------------------ */
 
+/* Broadcast, allgatherv and reduce-scatter (contracts below) among members of one host
+ * through the shared-memory arena (collectives/shm_coll.c): one copy in and one copy
+ * (or reduction) out per round, no messages. Need c->arena, as hvd_allreduce_shm. */
+hvd_status_t hvd_broadcast_shm(hvd_comm_t *c, void *buf, size_t count, hvd_dtype_t dtype,
+                               int root);
+hvd_status_t hvd_allgatherv_shm(hvd_comm_t *c, const void *sendbuf, void *recvbuf,
+                                const size_t *counts, hvd_dtype_t dtype);
+hvd_status_t hvd_reducescatter_shm(hvd_comm_t *c, const void *sendbuf, void *recvbuf,
+                                   const size_t *counts, hvd_dtype_t dtype, hvd_op_t op);
+
 /* Broadcast count elements of buf from member root to every member (in place).
  * count, dtype, root equal on every rank. Binomial tree: ceil(log2 n) steps, the
  * whole vector each step (each edge itself chunked). For small vectors. */

@@ -15,10 +15,13 @@ static const struct {
     [HVD_COLL_ALLREDUCE] = {1u << HVD_ALGO_RING | 1u << HVD_ALGO_TREE | 1u << HVD_ALGO_RD |
                                 1u << HVD_ALGO_SHM,
                             HVD_ALLREDUCE_ALGO_CHOICES},
-    [HVD_COLL_BROADCAST] = {1u << HVD_ALGO_TREE | 1u << HVD_ALGO_SCATTER_RING,
+    [HVD_COLL_BROADCAST] = {1u << HVD_ALGO_TREE | 1u << HVD_ALGO_SCATTER_RING |
+                                1u << HVD_ALGO_SHM,
                             HVD_BROADCAST_ALGO_CHOICES},
-    [HVD_COLL_ALLGATHER] = {1u << HVD_ALGO_RING | 1u << HVD_ALGO_BRUCK, HVD_ALLGATHER_ALGO_CHOICES},
-    [HVD_COLL_REDUCESCATTER] = {1u << HVD_ALGO_RING, "auto, ring"},
+    [HVD_COLL_ALLGATHER] = {1u << HVD_ALGO_RING | 1u << HVD_ALGO_BRUCK | 1u << HVD_ALGO_SHM,
+                            HVD_ALLGATHER_ALGO_CHOICES},
+    [HVD_COLL_REDUCESCATTER] = {1u << HVD_ALGO_RING | 1u << HVD_ALGO_SHM,
+                                HVD_REDUCESCATTER_ALGO_CHOICES},
     [HVD_COLL_ALLTOALL] = {0, "auto"},
 };
 
@@ -110,10 +113,20 @@ hvd_status_t hvd_coll_allreduce(hvd_comm_t *c, hvd_algo_t algo, int remote, cons
   }
 }
 
-hvd_algo_t hvd_allgather_algo(const hvd_comm_t *c, hvd_algo_t algo, size_t bytes, int remote) {
-  if (!hvd_algo_supported(HVD_COLL_ALLGATHER, algo) || algo == HVD_ALGO_AUTO)
-    return hvd_algo_select(HVD_COLL_ALLGATHER, bytes, c->size, remote);
+/* AUTO (or shm) on a communicator with an arena -> shm; AUTO, shm without an arena, or
+ * an algorithm the collective lacks -> the table. */
+static hvd_algo_t resolve(hvd_coll_kind_t coll, const hvd_comm_t *c, hvd_algo_t algo,
+                          size_t bytes, int remote) {
+  if ((algo == HVD_ALGO_AUTO || algo == HVD_ALGO_SHM) && c->arena != NULL &&
+      hvd_algo_supported(coll, HVD_ALGO_SHM))
+    return HVD_ALGO_SHM;
+  if (!hvd_algo_supported(coll, algo) || algo == HVD_ALGO_AUTO || algo == HVD_ALGO_SHM)
+    return hvd_algo_select(coll, bytes, c->size, remote);
   return algo;
+}
+
+hvd_algo_t hvd_allgather_algo(const hvd_comm_t *c, hvd_algo_t algo, size_t bytes, int remote) {
+  return resolve(HVD_COLL_ALLGATHER, c, algo, bytes, remote);
 }
 
 hvd_status_t hvd_coll_allgatherv(hvd_comm_t *c, hvd_algo_t algo, int remote,
@@ -122,20 +135,32 @@ hvd_status_t hvd_coll_allgatherv(hvd_comm_t *c, hvd_algo_t algo, int remote,
   size_t total = 0;
   for (int j = 0; j < c->size; j++) total += counts[j];
   algo = hvd_allgather_algo(c, algo, total * hvd_dtype_size(dtype), remote);
+  if (algo == HVD_ALGO_SHM) return hvd_allgatherv_shm(c, sendbuf, recvbuf, counts, dtype);
   if (algo == HVD_ALGO_BRUCK) return hvd_allgatherv_bruck(c, sendbuf, recvbuf, counts, dtype);
   return hvd_allgatherv_ring(c, sendbuf, recvbuf, counts, dtype);
 }
 
 hvd_algo_t hvd_broadcast_algo(const hvd_comm_t *c, hvd_algo_t algo, size_t bytes, int remote) {
-  if (!hvd_algo_supported(HVD_COLL_BROADCAST, algo) || algo == HVD_ALGO_AUTO)
-    return hvd_algo_select(HVD_COLL_BROADCAST, bytes, c->size, remote);
-  return algo;
+  return resolve(HVD_COLL_BROADCAST, c, algo, bytes, remote);
 }
 
 hvd_status_t hvd_coll_broadcast(hvd_comm_t *c, hvd_algo_t algo, int remote, void *buf,
                                 size_t count, hvd_dtype_t dtype, int root) {
   algo = hvd_broadcast_algo(c, algo, count * hvd_dtype_size(dtype), remote);
+  if (algo == HVD_ALGO_SHM) return hvd_broadcast_shm(c, buf, count, dtype, root);
   if (algo == HVD_ALGO_SCATTER_RING)
     return hvd_broadcast_scatter_ring(c, buf, count, dtype, root);
   return hvd_broadcast_binomial(c, buf, count, dtype, root);
+}
+
+hvd_algo_t hvd_reducescatter_algo(const hvd_comm_t *c, hvd_algo_t algo) {
+  return resolve(HVD_COLL_REDUCESCATTER, c, algo, 0, 0);
+}
+
+hvd_status_t hvd_coll_reducescatter(hvd_comm_t *c, hvd_algo_t algo, const void *sendbuf,
+                                    void *recvbuf, const size_t *counts, hvd_dtype_t dtype,
+                                    hvd_op_t op) {
+  if (hvd_reducescatter_algo(c, algo) == HVD_ALGO_SHM)
+    return hvd_reducescatter_shm(c, sendbuf, recvbuf, counts, dtype, op);
+  return hvd_reducescatter_ring(c, sendbuf, recvbuf, counts, dtype, op);
 }

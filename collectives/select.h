@@ -37,8 +37,9 @@ const char *hvd_algo_name(hvd_algo_t a);
 /* The names hvd_algo_supported accepts for each collective, as text: the settings
  * table (runtime/config.c) checks HVD_*_ALGO against them. */
 #define HVD_ALLREDUCE_ALGO_CHOICES "auto, ring, tree, rd, shm"
-#define HVD_BROADCAST_ALGO_CHOICES "auto, tree, scatter_ring"
-#define HVD_ALLGATHER_ALGO_CHOICES "auto, ring, bruck"
+#define HVD_BROADCAST_ALGO_CHOICES "auto, tree, scatter_ring, shm"
+#define HVD_ALLGATHER_ALGO_CHOICES "auto, ring, bruck, shm"
+#define HVD_REDUCESCATTER_ALGO_CHOICES "auto, ring, shm"
 
 /* Whether algo can run coll (AUTO always can), and the names that can, as text for
  * messages ("auto, ring, bruck"). The runtime rejects an override that cannot. */
@@ -56,13 +57,13 @@ hvd_algo_t hvd_allreduce_algo(const hvd_comm_t *c, hvd_algo_t algo, size_t bytes
 hvd_status_t hvd_coll_allreduce(hvd_comm_t *c, hvd_algo_t algo, int remote, const void *sendbuf,
                                 void *recvbuf, size_t count, hvd_dtype_t dtype, hvd_op_t op);
 
-/* The allgather algorithm that will run for a gathered total of `bytes`: AUTO (or an
- * algorithm that cannot allgather) resolved from the table. Every rank must pass the
- * same algo, so that all of them pick the same. */
+/* The allgather algorithm that will run for a gathered total of `bytes`: AUTO is the
+ * shared-memory arena when the communicator has one, else (and for an algorithm that
+ * cannot allgather, or shm without an arena) the table. Every rank must pass the same
+ * algo, so that all of them pick the same. */
 hvd_algo_t hvd_allgather_algo(const hvd_comm_t *c, hvd_algo_t algo, size_t bytes, int remote);
 
-/* Allgatherv (coll.h) with algo: ring or bruck; AUTO = from the table for the
- * gathered total. */
+/* Allgatherv (coll.h) with algo: ring, bruck or shm; AUTO as above. */
 hvd_status_t hvd_coll_allgatherv(hvd_comm_t *c, hvd_algo_t algo, int remote,
                                  const void *sendbuf, void *recvbuf, const size_t *counts,
                                  hvd_dtype_t dtype);
@@ -70,9 +71,15 @@ hvd_status_t hvd_coll_allgatherv(hvd_comm_t *c, hvd_algo_t algo, int remote,
 /* The broadcast algorithm that will run for a vector of `bytes`, as above. */
 hvd_algo_t hvd_broadcast_algo(const hvd_comm_t *c, hvd_algo_t algo, size_t bytes, int remote);
 
-/* Broadcast (coll.h) with algo: tree (binomial) or scatter_ring; AUTO = from the
- * table. */
+/* Broadcast (coll.h) with algo: tree (binomial), scatter_ring or shm; AUTO as above. */
 hvd_status_t hvd_coll_broadcast(hvd_comm_t *c, hvd_algo_t algo, int remote, void *buf,
                                 size_t count, hvd_dtype_t dtype, int root);
+
+/* Reduce-scatter: the arena (shm) when the communicator has one and algo is AUTO or
+ * SHM, else the ring. */
+hvd_algo_t hvd_reducescatter_algo(const hvd_comm_t *c, hvd_algo_t algo);
+hvd_status_t hvd_coll_reducescatter(hvd_comm_t *c, hvd_algo_t algo, const void *sendbuf,
+                                    void *recvbuf, const size_t *counts, hvd_dtype_t dtype,
+                                    hvd_op_t op);
 
 #endif

@@ -310,6 +310,8 @@ hvd_status_t hvd_init(hvd_ctx_t **out) {
 
   /* The settings table checked HVD_*_ALGO against what each collective supports. */
   ctx->allreduce_algo = hvd_algo_parse(ctx->cfg.allreduce_algo);
+  ctx->allgather_algo = hvd_algo_parse(ctx->cfg.allgather_algo);
+  ctx->broadcast_algo = hvd_algo_parse(ctx->cfg.broadcast_algo);
   if (ctx->id.size > 1) {
     char key[64];
     int timeout_ms = (int)(ctx->cfg.start_timeout_s * 1000);

@@ -138,6 +138,8 @@ struct hvd_ctx {
   hvd_engine_t *eng;
   int next_pset_id;
   int allreduce_algo; /* hvd_algo_t from HVD_ALLREDUCE_ALGO */
+  int allgather_algo; /* ... HVD_ALLGATHER_ALGO */
+  int broadcast_algo; /* ... HVD_BROADCAST_ALGO */
 
   /* Timeline: used by the background thread only; switched through tl_cmd. */
   hvd_timeline_t *tl;

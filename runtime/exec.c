@@ -260,8 +260,8 @@ static void exec_allgather(hvd_ctx_t *ctx, hvd_pset_t *ps, const hvd_response_t 
     {
       /* HVD_ALLGATHER_ALGO was validated at init; the same on every rank. */
       int remote = ctx->id.local_size < ctx->id.size;
-      hvd_algo_t algo = hvd_allgather_algo(
-          &ps->comm, (hvd_algo_t)hvd_algo_parse(ctx->cfg.allgather_algo), total * es, remote);
+      hvd_algo_t algo =
+          hvd_allgather_algo(&ps->comm, (hvd_algo_t)ctx->allgather_algo, total * es, remote);
       uint64_t c0 = hvd_now_ns();
       rc = hvd_coll_allgatherv(&ps->comm, algo, remote, send, out, counts, dt);
       tl_op(ctx, r, &e, 1, hvd_algo_name(algo), total * es, c0, hvd_now_ns());
@@ -328,8 +328,8 @@ static void exec_broadcast(hvd_ctx_t *ctx, hvd_pset_t *ps, const hvd_response_t 
     {
       /* HVD_BROADCAST_ALGO was validated at init; the same on every rank. */
       int remote = ctx->id.local_size < ctx->id.size;
-      hvd_algo_t algo = hvd_broadcast_algo(
-          &ps->comm, (hvd_algo_t)hvd_algo_parse(ctx->cfg.broadcast_algo), count * es, remote);
+      hvd_algo_t algo =
+          hvd_broadcast_algo(&ps->comm, (hvd_algo_t)ctx->broadcast_algo, count * es, remote);
       uint64_t c0 = hvd_now_ns();
       rc = hvd_coll_broadcast(&ps->comm, algo, remote, buf, count, dt, r->root);
       tl_op(ctx, r, &e, 1, hvd_algo_name(algo), count * es, c0, hvd_now_ns());
@@ -370,8 +370,10 @@ static void exec_reducescatter(hvd_ctx_t *ctx, hvd_pset_t *ps, const hvd_respons
   hvd_status_t rc = HVD_ERR_NO_MEMORY;
   {
       uint64_t c0 = hvd_now_ns();
-      if (send != NULL && recv != NULL) rc = hvd_reducescatter_ring(&ps->comm, send, recv, counts, dt, op);
-      tl_op(ctx, r, &e, 1, "ring", 0, c0, hvd_now_ns());
+      hvd_algo_t algo = hvd_reducescatter_algo(&ps->comm, HVD_ALGO_AUTO);
+      if (send != NULL && recv != NULL)
+        rc = hvd_coll_reducescatter(&ps->comm, algo, send, recv, counts, dt, op);
+      tl_op(ctx, r, &e, 1, hvd_algo_name(algo), 0, c0, hvd_now_ns());
     }
   if (rc == HVD_OK && e && post != 1.0) hvd_scale(e->recvbuf, mine, dt, post);
   free(counts);

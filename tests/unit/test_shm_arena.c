@@ -40,6 +40,73 @@ static uint64_t fnv(const void *p, size_t n) {
 
 static double val(size_t i, int r) { return (double)((long)((i * 5 + (size_t)r * 7) % 11) - 5); }
 
+static void put(void *buf, size_t i, hvd_dtype_t dt, double v) {
+  if (dt == HVD_FLOAT32) ((float *)buf)[i] = (float)v;
+  else ((int64_t *)buf)[i] = (int64_t)v;
+}
+static double get(const void *buf, size_t i, hvd_dtype_t dt) {
+  return dt == HVD_FLOAT32 ? ((const float *)buf)[i] : (double)((const int64_t *)buf)[i];
+}
+
+/* Broadcast, allgatherv and reduce-scatter through the arena (shm_coll.c), each
+ * followed by a small allreduce so that algorithms alternate on the slots; sizes
+ * from empty to several slots, uneven and empty blocks, in place and not. Returns
+ * the number of wrong values. */
+static int other_collectives(hvd_comm_t *c, int rank, int n, size_t slot) {
+  const hvd_dtype_t dts[] = {HVD_FLOAT32, HVD_INT64};
+  int bad = 0;
+  for (size_t di = 0; di < 2; di++) {
+    const hvd_dtype_t dt = dts[di];
+    const size_t es = hvd_dtype_size(dt), se = slot / es;
+    const size_t sizes[] = {0, 1, (size_t)n + 1, se - 1, se + 3, 3 * se + 7};
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+      const size_t cnt = sizes[si];
+      size_t counts[8], total = 0, off = 0;
+      for (int j = 0; j < n; j++) {
+        counts[j] = (j + (int)si) % 3 == 0 ? 0 : cnt / (size_t)(j + 1) + (size_t)j;
+        total += counts[j];
+      }
+      for (int j = 0; j < rank; j++) off += counts[j];
+      const size_t room = (total > cnt ? total : cnt) * es + 8;
+      char *buf = malloc(room), *in = malloc(room);
+      float tick = 1;
+      /* broadcast from every root */
+      for (int root = 0; root < n; root++) {
+        for (size_t i = 0; i < cnt; i++) put(buf, i, dt, rank == root ? val(i, root) : 99);
+        if (hvd_broadcast_shm(c, buf, cnt, dt, root) != HVD_OK) return bad + 1000;
+        for (size_t i = 0; i < cnt; i++) bad += get(buf, i, dt) != val(i, root);
+        if (hvd_allreduce_shm(c, &tick, &tick, 1, HVD_FLOAT32, HVD_SUM) != HVD_OK) return bad + 1000;
+      }
+      /* allgatherv, out of place then in place */
+      for (int inplace = 0; inplace < 2; inplace++) {
+        for (size_t i = 0; i < total; i++) put(buf, i, dt, 99);
+        char *send = inplace ? buf + off * es : in;
+        for (size_t i = 0; i < counts[rank]; i++) put(send, i, dt, val(off + i, rank));
+        if (hvd_allgatherv_shm(c, send, buf, counts, dt) != HVD_OK) return bad + 1000;
+        size_t at = 0;
+        for (int j = 0; j < n; j++)
+          for (size_t i = 0; i < counts[j]; i++, at++) bad += get(buf, at, dt) != val(at, j);
+        if (hvd_allreduce_shm(c, &tick, &tick, 1, HVD_FLOAT32, HVD_SUM) != HVD_OK) return bad + 1000;
+      }
+      /* reduce-scatter (sum), out of place then in place */
+      for (int inplace = 0; inplace < 2; inplace++) {
+        for (size_t i = 0; i < total; i++) put(in, i, dt, val(i, rank));
+        char *out = inplace ? in + off * es : buf;
+        if (hvd_reducescatter_shm(c, in, out, counts, dt, HVD_SUM) != HVD_OK) return bad + 1000;
+        for (size_t i = 0; i < counts[rank]; i++) {
+          double want = 0;
+          for (int q = 0; q < n; q++) want += val(off + i, q);
+          bad += get(out, i, dt) != want;
+        }
+        if (hvd_allreduce_shm(c, &tick, &tick, 1, HVD_FLOAT32, HVD_SUM) != HVD_OK) return bad + 1000;
+      }
+      free(buf);
+      free(in);
+    }
+  }
+  return bad;
+}
+
 /* Child: returns the exit status (0 = all good). */
 static int child(int rank, int n, size_t slot, char tag[17]) {
   int ranks[8];
@@ -90,6 +157,10 @@ static int child(int rank, int n, size_t slot, char tag[17]) {
         free(in);
         free(out);
       }
+  int other = other_collectives(&c, rank, n, slot);
+  if (other) fprintf(stderr, "rank %d of %d, slot %zu: %d wrong values in broadcast, allgatherv "
+                     "or reduce-scatter\n", rank, n, slot, other);
+  bad += other;
   barrier(n, 2);
   for (int q = 0; q < n; q++)
     for (int j = 0; j < k; j++)

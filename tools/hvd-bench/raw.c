@@ -55,7 +55,7 @@ static hvd_status_t run_once(hvd_comm_t *c, raw_job_t *j) {
   case BENCH_ALLREDUCE: return hvd_coll_allreduce(c, j->algo, 0, s, r, j->count, dt, op);
   case BENCH_BROADCAST: return hvd_coll_broadcast(c, j->algo, 0, r, j->count, dt, j->o->root);
   case BENCH_ALLGATHER: return hvd_coll_allgatherv(c, j->algo, 0, s, r, j->counts, dt);
-  case BENCH_REDUCESCATTER: return hvd_reducescatter_ring(c, s, r, j->counts, dt, op);
+  case BENCH_REDUCESCATTER: return hvd_coll_reducescatter(c, j->algo, s, r, j->counts, dt, op);
   case BENCH_ALLTOALL:
     return hvd_alltoallv_pairwise(c, s, j->counts, j->displs, r, j->counts, j->displs, dt);
   default: return HVD_ERR_INVALID_PARAM;
@@ -92,6 +92,8 @@ static hvd_status_t on_bg(hvd_comm_t *c, void *arg) {
     j->res.algo = hvd_algo_name(hvd_allgather_algo(c, j->algo, bytes * (size_t)n, 0));
   else if (j->coll == BENCH_BROADCAST)
     j->res.algo = hvd_algo_name(hvd_broadcast_algo(c, j->algo, bytes, 0));
+  else if (j->coll == BENCH_REDUCESCATTER)
+    j->res.algo = hvd_algo_name(hvd_reducescatter_algo(c, j->algo));
   for (int k = 0; k < n; k++) {
     j->counts[k] = j->count;
     j->displs[k] = (size_t)k * j->count;

@@ -4,8 +4,9 @@
  * algorithms directly, on the background thread (hvd_run_on_bg), so the runtime's
  * negotiation is not involved: this tests collectives/ over the real transport.
  * Every algorithm of each collective runs (allreduce ring, tree, rd, shm; broadcast
- * tree, scatter_ring; allgatherv ring, bruck), and broadcast and allgatherv once more
- * through the AUTO dispatcher and the selection table.
+ * tree, scatter_ring; allgatherv ring, bruck; reducescatter ring), and broadcast,
+ * allgatherv and reducescatter once more through the AUTO dispatcher: their shm
+ * algorithm when the job has the same-host arena, else the selection table.
  *
  *   coll_matrix [--counts LIST] [--sample K] [--seed S]
  * LIST: comma-separated counts; N-1, N, N+1 mean relative to the rank count.
@@ -165,7 +166,7 @@ static hvd_status_t run_job(hvd_comm_t *c, void *arg) {
     case HVD_ALGO_BRUCK: return hvd_allgatherv_bruck(c, j->in, j->out, j->c1, j->dt);
     default: return hvd_coll_allgatherv(c, j->algo, 0, j->in, j->out, j->c1, j->dt);
     }
-  case C_REDUCESCATTER: return hvd_reducescatter_ring(c, j->in, j->out, j->c1, j->dt, j->op);
+  case C_REDUCESCATTER: return hvd_coll_reducescatter(c, j->algo, j->in, j->out, j->c1, j->dt, j->op);
   case C_ALLTOALLV: return hvd_alltoallv_pairwise(c, j->in, j->c1, j->d1, j->out, j->c2, j->d2, j->dt);
   case C_BARRIER: return hvd_barrier_dissemination(c);
   }
@@ -402,8 +403,10 @@ int main(int argc, char **argv) {
   }
   const hvd_algo_t algos[] = {HVD_ALGO_RING, HVD_ALGO_TREE, HVD_ALGO_RD, HVD_ALGO_SHM};
   /* AUTO last: the dispatcher and the selection table */
+  /* (AUTO is the arena's shm algorithm when there is one, else the table) */
   const hvd_algo_t bcast_algos[] = {HVD_ALGO_TREE, HVD_ALGO_SCATTER_RING, HVD_ALGO_AUTO};
   const hvd_algo_t gather_algos[] = {HVD_ALGO_RING, HVD_ALGO_BRUCK, HVD_ALGO_AUTO};
+  const hvd_algo_t rs_algos[] = {HVD_ALGO_RING, HVD_ALGO_AUTO};
   const hvd_op_t ops[] = {HVD_SUM, HVD_MIN, HVD_MAX, HVD_PRODUCT};
   unsigned combo = (unsigned)seed;
   char *cl = strdup(counts);
@@ -419,7 +422,8 @@ int main(int argc, char **argv) {
         for (size_t a = 0; a < 4; a++)
           if (algos[a] == HVD_ALGO_SHM && ctx->arena == NULL) continue; /* tcp, or arena off */
           else if (!large || combo++ % (unsigned)sample == 0) run_case(ctx, C_ALLREDUCE, algos[a], dt, ops[o], count);
-        if (!large || combo++ % (unsigned)sample == 0) run_case(ctx, C_REDUCESCATTER, HVD_ALGO_RING, dt, ops[o], count);
+        for (size_t a = 0; a < 2; a++)
+          if (!large || combo++ % (unsigned)sample == 0) run_case(ctx, C_REDUCESCATTER, rs_algos[a], dt, ops[o], count);
       }
       for (size_t a = 0; a < 3; a++)
         if (!large || combo++ % (unsigned)sample == 0) run_case(ctx, C_BROADCAST, bcast_algos[a], dt, HVD_SUM, count);

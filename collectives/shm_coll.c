@@ -1,0 +1,139 @@
+/*
+ * Broadcast, allgatherv and reduce-scatter among ranks of one host through the
+ * shared-memory arena (transport/shm_arena.h), like allreduce_shm.c: no messages and
+ * no system calls, one synchronisation (a POSTED counter) per round instead of a
+ * libfabric rendezvous per chunk. Rounds, counters and waiting: collectives/shm_sync.h.
+ *
+ * Broadcast: per chunk of the slot size, the root copies the chunk into its slot and
+ *   publishes POSTED; every other member copies it out. Each member moves S bytes.
+ * Allgatherv: round k carries the k-th slot-sized chunk of every member's block: each
+ *   member with data left copies its chunk into its slot, and everyone copies the
+ *   others' chunks to their places in recvbuf (its own block straight from sendbuf).
+ * Reduce-scatter: the slot is cut into n equal pieces; round k carries the k-th piece
+ *   of every member's block (piece j of the slot = block j), so all members reduce
+ *   at once. Member r reduces its piece from all n slots, in member order, straight
+ *   into recvbuf.
+ * Every member runs the same rounds (the counts are equal everywhere), including
+ * those in which it has nothing to copy, and ends each with GATHERED.
+ */
+#include <string.h>
+
+#include "collectives/coll.h"
+#include "collectives/reduce.h"
+#include "collectives/ring.h"
+#include "collectives/shm_sync.h"
+#include "common/util.h"
+
+static size_t piece(size_t count, size_t per, size_t k) {
+  size_t off = k * per;
+  return off >= count ? 0 : HVD_MIN(per, count - off);
+}
+
+hvd_status_t hvd_broadcast_shm(hvd_comm_t *c, void *buf, size_t count, hvd_dtype_t dtype,
+                               int root) {
+  hvd_arena_t *a = c->arena;
+  const int me = a->me;
+  const size_t es = hvd_dtype_size(dtype), chunk = a->slot_bytes / es;
+  char *b = buf;
+  c->seq++;
+  for (size_t off = 0; off < count; off += chunk) {
+    const size_t len = HVD_MIN(chunk, count - off);
+    const uint64_t g = ++c->arena_seq;
+    const int p = (int)(g & 1);
+    if (me == root) {
+      if (g > 2) HVD_CHECK(hvd_shm_wait_all(c, HVD_SHM_GATHERED, g - 2));
+      memcpy(hvd_arena_slot(a, me, p), b + off * es, len * es);
+      hvd_shm_publish(a, HVD_SHM_POSTED, g);
+    } else {
+      HVD_CHECK(hvd_shm_wait(c, root, HVD_SHM_POSTED, g));
+      memcpy(b + off * es, hvd_arena_slot(a, root, p), len * es);
+    }
+    hvd_shm_publish(a, HVD_SHM_GATHERED, g);
+  }
+  return HVD_OK;
+}
+
+hvd_status_t hvd_allgatherv_shm(hvd_comm_t *c, const void *sendbuf, void *recvbuf,
+                                const size_t *counts, hvd_dtype_t dtype) {
+  hvd_arena_t *a = c->arena;
+  const int n = a->n, me = a->me;
+  const size_t es = hvd_dtype_size(dtype), chunk = a->slot_bytes / es;
+  char *rb = recvbuf;
+  const char *sb = sendbuf;
+  size_t most = 0;
+  c->seq++;
+  for (int j = 0; j < n; j++) most = HVD_MAX(most, counts[j]);
+  const size_t own = hvd_counts_offset(counts, me);
+  if (counts[me] > 0 && sb != rb + own * es) memcpy(rb + own * es, sb, counts[me] * es);
+  for (size_t k = 0; k * chunk < most; k++) {
+    const uint64_t g = ++c->arena_seq;
+    const int p = (int)(g & 1);
+    const size_t mine = piece(counts[me], chunk, k);
+    if (mine > 0) {
+      if (g > 2) HVD_CHECK(hvd_shm_wait_all(c, HVD_SHM_GATHERED, g - 2));
+      memcpy(hvd_arena_slot(a, me, p), sb + k * chunk * es, mine * es);
+      hvd_shm_publish(a, HVD_SHM_POSTED, g);
+    }
+    size_t off = own + counts[me]; /* block j's offset, walking j = me+1, me+2, ... */
+    for (int i = 1; i < n; i++) {
+      const int j = (me + i) % n;
+      if (j == 0) off = 0;
+      const size_t len = piece(counts[j], chunk, k);
+      if (len > 0) {
+        HVD_CHECK(hvd_shm_wait(c, j, HVD_SHM_POSTED, g));
+        memcpy(rb + (off + k * chunk) * es, hvd_arena_slot(a, j, p), len * es);
+      }
+      off += counts[j];
+    }
+    hvd_shm_publish(a, HVD_SHM_GATHERED, g);
+  }
+  return HVD_OK;
+}
+
+hvd_status_t hvd_reducescatter_shm(hvd_comm_t *c, const void *sendbuf, void *recvbuf,
+                                   const size_t *counts, hvd_dtype_t dtype, hvd_op_t op) {
+  hvd_arena_t *a = c->arena;
+  const int n = a->n, me = a->me;
+  const size_t es = hvd_dtype_size(dtype);
+  /* Piece length in elements: the slot split n ways, kept to whole cache lines so that
+   * members writing neighbouring pieces never share one. */
+  size_t per = a->slot_bytes / (size_t)n / HVD_ARENA_LINE * HVD_ARENA_LINE / es;
+  if (per == 0) per = a->slot_bytes / (size_t)n / es; /* >= 2: slots >= 4 KiB, n <= 256 */
+  const char *sb = sendbuf;
+  char *rb = recvbuf;
+  size_t most = 0;
+  c->seq++;
+  if (n == 1) {
+    if (counts[0] > 0 && sb != rb) memcpy(rb, sb, counts[0] * es);
+    return HVD_OK;
+  }
+  for (int j = 0; j < n; j++) most = HVD_MAX(most, counts[j]);
+  for (size_t k = 0; k * per < most; k++) {
+    const uint64_t g = ++c->arena_seq;
+    const int p = (int)(g & 1);
+    char *slot = hvd_arena_slot(a, me, p);
+    if (g > 2) HVD_CHECK(hvd_shm_wait_all(c, HVD_SHM_GATHERED, g - 2));
+    size_t off = 0;
+    for (int j = 0; j < n; j++) {
+      const size_t len = piece(counts[j], per, k);
+      if (len > 0) memcpy(slot + (size_t)j * per * es, sb + (off + k * per) * es, len * es);
+      off += counts[j];
+    }
+    hvd_shm_publish(a, HVD_SHM_POSTED, g);
+    const size_t len = piece(counts[me], per, k);
+    if (len > 0) {
+      char *dst = rb + k * per * es;
+      const size_t at = (size_t)me * per * es;
+      for (int j = 0; j < 2; j++)
+        if (j != me) HVD_CHECK(hvd_shm_wait(c, j, HVD_SHM_POSTED, g));
+      hvd_reduce3(dst, hvd_arena_slot(a, 0, p) + at, hvd_arena_slot(a, 1, p) + at, len, dtype,
+                  op);
+      for (int j = 2; j < n; j++) {
+        if (j != me) HVD_CHECK(hvd_shm_wait(c, j, HVD_SHM_POSTED, g));
+        hvd_reduce(dst, hvd_arena_slot(a, j, p) + at, len, dtype, op);
+      }
+    }
+    hvd_shm_publish(a, HVD_SHM_GATHERED, g);
+  }
+  return HVD_OK;
+}
