@@ -1171,7 +1171,8 @@ Test(hvdrun_cli, dry_run_prints_and_starts_nothing, .timeout = 60) {
            "%s --dry-run -np 3 -H localhost:1,198.18.250.2:2 -p 2222 -i /dev/null "
            "--network-interface lo -x FOO=1 --log-level INFO sh -c 'touch %s/started'",
            bin_path("hvdrun"), dir);
-  run_result_t r = run_sh(cmd, NULL, 30);
+  char *env[] = {"TSAN_OPTIONS=history_size=2", NULL}; /* *SAN_OPTIONS go to remote ranks */
+  run_result_t r = run_sh(cmd, env, 30);
   cr_assert(r.exited && r.status == 0, "%s", r.out);
   cr_assert_lt(r.seconds, 5.0);
   cr_assert(
@@ -1190,6 +1191,7 @@ Test(hvdrun_cli, dry_run_prints_and_starts_nothing, .timeout = 60) {
   cr_assert_eq(count_in(&r, "    HVD_RENDEZVOUS_ADDR=127.0.0.1\n"), 3);
   cr_assert_eq(count_in(&r, "    HVD_OFI_IFACE=lo\n"), 3);
   cr_assert_eq(count_in(&r, "    FOO=1\n"), 3);
+  cr_assert_eq(count_in(&r, "    TSAN_OPTIONS=history_size=2\n"), 3, "%s", r.out);
   cr_assert_eq(count_in(&r, "    HVD_LOG_LEVEL=info\n"), 3);
   cr_assert_eq(count_in(&r, "    HVD_RANK=2\n"), 1);
   cr_assert_eq(count_in(&r, "HVD_JOB_TOKEN="), 0, "the token must not be printed");
