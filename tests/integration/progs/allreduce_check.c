@@ -220,6 +220,11 @@ int main(int argc, char **argv) {
             fprintf(stderr, "rank %d: allreduce %s failed: %s: %s\n", me, name,
                     hvd_status_string(rc), hvd_ctx_error(ctx));
             hvd_shutdown(ctx);
+            if (!inplace) free(out);
+            free(in);
+            free(ol);
+            free(dl);
+            free(cl);
             return 1;
           }
           size_t wrong = 0;

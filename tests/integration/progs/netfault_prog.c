@@ -93,6 +93,9 @@ int main(int argc, char **argv) {
              (mono_s() - t0) * 1e3, hvd_ctx_error(ctx));
       fflush(stdout);
       hvd_shutdown(ctx);
+      if (pf) fclose(pf);
+      free(in);
+      free(out);
       return 1;
     }
     hvd_req_free(req);
