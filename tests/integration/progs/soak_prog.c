@@ -490,9 +490,10 @@ int main(int argc, char **argv) {
   unsigned long step;
   for (step = 0;; step++) {
     /* Draw the step: distinct names, each with its shape (sometimes a new one). The
-     * first step fills the whole budget with float64 allreduces, which fuse: buffers
-     * reach their high-water mark before the warm-up ends. */
-    int nt = step == 0 ? MAX_TENSORS : 1 + (int)below(MAX_TENSORS);
+     * first five steps take every buffer to its high-water mark before the warm-up
+     * ends: the whole budget in float64 allreduces, which fuse, then the largest
+     * reducescatter, allgather, alltoall and broadcast the schedule can draw. */
+    int nt = step == 0 ? MAX_TENSORS : step < 5 ? 1 : 1 + (int)below(MAX_TENSORS);
     size_t budget = (size_t)step_elems;
     memset(used, 0, (size_t)npool * sizeof *used);
     for (int k = 0; k < nt; k++) {
@@ -506,8 +507,17 @@ int main(int argc, char **argv) {
       if (step == 0) {
         t->s = (shape_t){C_ALLREDUCE, HVD_FLOAT64, HVD_SUM, (size_t)step_elems / MAX_TENSORS};
         snprintf(t->name, sizeof t->name, "soak.first.%d", k);
+      } else if (step < 5) {
+        static const coll_t largest[4] = {C_REDUCESCATTER, C_ALLGATHER, C_ALLTOALL, C_BROADCAST};
+        t->s = (shape_t){largest[step - 1], HVD_FLOAT64, HVD_SUM, (size_t)max_count};
+        snprintf(t->name, sizeof t->name, "soak.largest.%lu", step);
       }
       draw_details(t);
+      if (step >= 1 && step < 5) { /* the most each rank can send */
+        for (int r = 0; r < N; r++) t->counts[r] = t->s.count / (size_t)N + 1;
+        for (int r = 0; r < N; r++)
+          for (int j = 0; j < N; j++) t->splits[r][j] = t->s.count / ((size_t)N * N) + 1;
+      }
       if (footprint(t) > budget) { /* too big for what is left of the step: shrink it */
         t->s.count = budget / ((size_t)N + 1);
         draw_details(t);
