@@ -37,15 +37,68 @@
  * docs/performance.md ("shared-memory arena: small vectors"). */
 #define HVD_SHM_DIRECT_BYTES 4096u
 
-static hvd_status_t allreduce_direct(hvd_comm_t *c, const char *in, char *out, size_t len,
-                                     hvd_dtype_t dtype, hvd_op_t op) {
+/* Walks the concatenation of parts[] (offsets in elements): moves bytes between a
+ * virtual range and a contiguous buffer. `at` caches the part holding offset `base`,
+ * so consecutive ranges cost no search from the start. */
+typedef struct cursor {
+  const hvd_shm_part_t *parts;
+  size_t nparts, es;
+  size_t at, base; /* parts[at] starts at element offset base */
+} cursor_t;
+
+static void seek(cursor_t *k, size_t off) {
+  if (off < k->base) k->at = 0, k->base = 0;
+  while (k->at < k->nparts && k->base + k->parts[k->at].count <= off)
+    k->base += k->parts[k->at++].count;
+}
+
+/* slot <- inputs of [off, off+len) (zeros for parts without input), times pre. */
+static void gather_in(cursor_t *k, size_t off, size_t len, char *slot, hvd_dtype_t dt,
+                      double pre) {
+  seek(k, off);
+  size_t at = k->at, base = k->base, done = 0;
+  while (done < len) {
+    const hvd_shm_part_t *q = &k->parts[at];
+    size_t skip = off + done - base, n = HVD_MIN(q->count - skip, len - done);
+    if (q->in != NULL) memcpy(slot + done * k->es, (const char *)q->in + skip * k->es, n * k->es);
+    else memset(slot + done * k->es, 0, n * k->es);
+    done += n;
+    base += q->count;
+    at++;
+  }
+  if (pre != 1.0) hvd_scale(slot, len, dt, pre);
+}
+
+/* outputs of [off, off+len) <- src, times post (parts without output skipped). */
+static void scatter_out(cursor_t *k, size_t off, size_t len, const char *src, hvd_dtype_t dt,
+                        double post) {
+  seek(k, off);
+  size_t at = k->at, base = k->base, done = 0;
+  while (done < len) {
+    const hvd_shm_part_t *q = &k->parts[at];
+    size_t skip = off + done - base, n = HVD_MIN(q->count - skip, len - done);
+    if (q->out != NULL) {
+      char *dst = (char *)q->out + skip * k->es;
+      if (dst != src + done * k->es) memcpy(dst, src + done * k->es, n * k->es);
+      hvd_scale(dst, n, dt, post); /* in cache: just written */
+    }
+    done += n;
+    base += q->count;
+    at++;
+  }
+}
+
+static hvd_status_t allreduce_direct(hvd_comm_t *c, cursor_t *k, size_t len, hvd_dtype_t dtype,
+                                     hvd_op_t op, double pre, double post) {
   hvd_arena_t *a = c->arena;
   const int n = a->n, me = a->me;
-  const size_t es = hvd_dtype_size(dtype);
   const uint64_t g = ++c->arena_seq;
   const int p = (int)(g & 1);
+  _Alignas(64) char tmp[HVD_SHM_DIRECT_BYTES];
+  /* One output: reduce straight into it. */
+  char *out = k->nparts == 1 && k->parts[0].out != NULL ? k->parts[0].out : tmp;
   if (g > 2) HVD_CHECK(hvd_shm_wait_all(c, HVD_SHM_GATHERED, g - 2));
-  memcpy(hvd_arena_slot(a, me, p), in, len * es);
+  gather_in(k, 0, len, hvd_arena_slot(a, me, p), dtype, pre);
   hvd_shm_publish(a, HVD_SHM_POSTED, g);
   for (int j = 0; j < 2; j++)
     if (j != me) HVD_CHECK(hvd_shm_wait(c, j, HVD_SHM_POSTED, g));
@@ -55,20 +108,23 @@ static hvd_status_t allreduce_direct(hvd_comm_t *c, const char *in, char *out, s
     hvd_reduce(out, hvd_arena_slot(a, j, p), len, dtype, op);
   }
   hvd_shm_publish(a, HVD_SHM_GATHERED, g);
+  scatter_out(k, 0, len, out, dtype, post);
   return HVD_OK;
 }
 
-hvd_status_t hvd_allreduce_shm(hvd_comm_t *c, const void *sendbuf, void *recvbuf, size_t count,
-                               hvd_dtype_t dtype, hvd_op_t op) {
+hvd_status_t hvd_allreduce_shm_parts(hvd_comm_t *c, const hvd_shm_part_t *parts, size_t nparts,
+                                     hvd_dtype_t dtype, hvd_op_t op, double prescale,
+                                     double postscale) {
   hvd_arena_t *a = c->arena;
   const int n = a->n, me = a->me;
   const size_t es = hvd_dtype_size(dtype);
   const size_t chunk = a->slot_bytes / es;
-  const char *in = sendbuf;
-  char *out = recvbuf;
+  size_t count = 0;
+  for (size_t i = 0; i < nparts; i++) count += parts[i].count;
+  cursor_t in = {.parts = parts, .nparts = nparts, .es = es}, out = in;
   c->seq++;
   if (n > 1 && count > 0 && count * es <= HVD_MIN(HVD_SHM_DIRECT_BYTES, a->slot_bytes))
-    return allreduce_direct(c, sendbuf, recvbuf, count, dtype, op);
+    return allreduce_direct(c, &in, count, dtype, op, prescale, postscale);
   for (size_t off = 0; off < count; off += chunk) {
     const size_t len = HVD_MIN(chunk, count - off);
     const uint64_t g = ++c->arena_seq;
@@ -77,7 +133,7 @@ hvd_status_t hvd_allreduce_shm(hvd_comm_t *c, const void *sendbuf, void *recvbuf
     hvd_status_t rc;
 
     if (g > 2 && (rc = hvd_shm_wait_all(c, HVD_SHM_GATHERED, g - 2)) != HVD_OK) return rc;
-    memcpy(slot, in + off * es, len * es);
+    gather_in(&in, off, len, slot, dtype, prescale);
     hvd_shm_publish(a, HVD_SHM_POSTED, g);
 
     const size_t lo = hvd_block_offset(len, n, me), cnt = hvd_block_count(len, n, me);
@@ -100,9 +156,15 @@ hvd_status_t hvd_allreduce_shm(hvd_comm_t *c, const void *sendbuf, void *recvbuf
       const size_t lj = hvd_block_offset(len, n, j), cj = hvd_block_count(len, n, j);
       if (cj == 0) continue;
       if (j != me && (rc = hvd_shm_wait(c, j, HVD_SHM_REDUCED, g)) != HVD_OK) return rc;
-      memcpy(out + (off + lj) * es, hvd_arena_slot(a, j, p) + lj * es, cj * es);
+      scatter_out(&out, off + lj, cj, hvd_arena_slot(a, j, p) + lj * es, dtype, postscale);
     }
     hvd_shm_publish(a, HVD_SHM_GATHERED, g);
   }
   return HVD_OK;
+}
+
+hvd_status_t hvd_allreduce_shm(hvd_comm_t *c, const void *sendbuf, void *recvbuf, size_t count,
+                               hvd_dtype_t dtype, hvd_op_t op) {
+  const hvd_shm_part_t part = {.in = sendbuf, .out = recvbuf, .count = count};
+  return hvd_allreduce_shm_parts(c, &part, 1, dtype, op, 1.0, 1.0);
 }

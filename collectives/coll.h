@@ -56,6 +56,22 @@ hvd_status_t hvd_allreduce_tree(hvd_comm_t *c, const void *sendbuf, void *recvbu
 hvd_status_t hvd_allreduce_shm(hvd_comm_t *c, const void *sendbuf, void *recvbuf, size_t count,
                                hvd_dtype_t dtype, hvd_op_t op);
 
+/* One tensor of a fused arena allreduce: count elements read from in (NULL: zeros)
+ * and written to out (NULL: the result is dropped); in == out is fine. */
+typedef struct hvd_shm_part {
+  const void *in;
+  void *out;
+  size_t count;
+} hvd_shm_part_t;
+
+/* hvd_allreduce_shm of the concatenation of parts[] without a fusion buffer: inputs are
+ * copied straight into the arena (then multiplied by prescale) and results straight
+ * into the outputs (then multiplied by postscale, while still in cache). The scales
+ * are hvd_scale()'s, applied to this rank's contribution and to its result. */
+hvd_status_t hvd_allreduce_shm_parts(hvd_comm_t *c, const hvd_shm_part_t *parts, size_t nparts,
+                                     hvd_dtype_t dtype, hvd_op_t op, double prescale,
+                                     double postscale);
+
 /* ---- other collectives ------------------------------------------------------------ */
 
 /* Broadcast, allgatherv and reduce-scatter (contracts below) among members of one host

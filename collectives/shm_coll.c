@@ -4,11 +4,17 @@
  * no system calls, one synchronisation (a POSTED counter) per round instead of a
  * libfabric rendezvous per chunk. Rounds, counters and waiting: collectives/shm_sync.h.
  *
- * Broadcast: per chunk of the slot size, the root copies the chunk into its slot and
+ * Broadcast: per chunk of a quarter slot, the root copies the chunk into its slot and
  *   publishes POSTED; every other member copies it out. Each member moves S bytes.
+ *   With cross-memory reads and at least HVD_SHM_CMA_BYTES, the others read the
+ *   root's buffer directly instead, and the root returns once all have.
  * Allgatherv: round k carries the k-th slot-sized chunk of every member's block: each
  *   member with data left copies its chunk into its slot, and everyone copies the
  *   others' chunks to their places in recvbuf (its own block straight from sendbuf).
+ *   With cross-memory reads (arena->cma) and blocks of HVD_SHM_CMA_BYTES or more,
+ *   one round instead: each member publishes its send buffer's address, reads every
+ *   other block straight from its owner with process_vm_readv (one copy, not two),
+ *   and returns only when everyone has read its own block (GATHERED of all).
  * Reduce-scatter: the slot is cut into n equal pieces; round k carries the k-th piece
  *   of every member's block (piece j of the slot = block j), so all members reduce
  *   at once. Member r reduces its piece from all n slots, in member order, straight
@@ -24,6 +30,11 @@
 #include "collectives/shm_sync.h"
 #include "common/util.h"
 
+/* Smallest block (bytes) an allgatherv, and vector a broadcast, reads with
+ * process_vm_readv rather than through the slots; measured in docs/performance.md
+ * ("same-host arena: single copy"). */
+#define HVD_SHM_CMA_BYTES (8u * 1024)
+
 static size_t piece(size_t count, size_t per, size_t k) {
   size_t off = k * per;
   return off >= count ? 0 : HVD_MIN(per, count - off);
@@ -33,9 +44,25 @@ hvd_status_t hvd_broadcast_shm(hvd_comm_t *c, void *buf, size_t count, hvd_dtype
                                int root) {
   hvd_arena_t *a = c->arena;
   const int me = a->me;
-  const size_t es = hvd_dtype_size(dtype), chunk = a->slot_bytes / es;
+  const size_t es = hvd_dtype_size(dtype);
   char *b = buf;
   c->seq++;
+  if (a->cma && count * es >= HVD_SHM_CMA_BYTES) {
+    const uint64_t g = ++c->arena_seq;
+    if (me == root) {
+      hvd_arena_ctrl(a, me)->buf = (uint64_t)(uintptr_t)buf;
+      hvd_shm_publish(a, HVD_SHM_POSTED, g);
+      hvd_shm_publish(a, HVD_SHM_GATHERED, g);
+      return hvd_shm_wait_all(c, HVD_SHM_GATHERED, g); /* everyone has read buf */
+    }
+    HVD_CHECK(hvd_shm_wait(c, root, HVD_SHM_POSTED, g));
+    HVD_CHECK(hvd_arena_read(a, root, buf, hvd_arena_ctrl(a, root)->buf, count * es,
+                             c->tp ? &c->tp->err : &(hvd_err_t){0}));
+    hvd_shm_publish(a, HVD_SHM_GATHERED, g);
+    return HVD_OK;
+  }
+  /* Quarter slots: the root fills the next chunk while the others copy this one out. */
+  const size_t chunk = HVD_MAX(a->slot_bytes / 4 / es, 1);
   for (size_t off = 0; off < count; off += chunk) {
     const size_t len = HVD_MIN(chunk, count - off);
     const uint64_t g = ++c->arena_seq;
@@ -64,6 +91,26 @@ hvd_status_t hvd_allgatherv_shm(hvd_comm_t *c, const void *sendbuf, void *recvbu
   c->seq++;
   for (int j = 0; j < n; j++) most = HVD_MAX(most, counts[j]);
   const size_t own = hvd_counts_offset(counts, me);
+  if (a->cma && most * es >= HVD_SHM_CMA_BYTES) {
+    const uint64_t g = ++c->arena_seq;
+    hvd_arena_ctrl(a, me)->buf = (uint64_t)(uintptr_t)sb;
+    hvd_shm_publish(a, HVD_SHM_POSTED, g);
+    if (counts[me] > 0 && sb != rb + own * es) memcpy(rb + own * es, sb, counts[me] * es);
+    size_t off = own + counts[me];
+    for (int i = 1; i < n; i++) {
+      const int j = (me + i) % n;
+      if (j == 0) off = 0;
+      if (counts[j] > 0) {
+        HVD_CHECK(hvd_shm_wait(c, j, HVD_SHM_POSTED, g));
+        hvd_status_t rc = hvd_arena_read(a, j, rb + off * es, hvd_arena_ctrl(a, j)->buf,
+                                         counts[j] * es, c->tp ? &c->tp->err : &(hvd_err_t){0});
+        if (rc != HVD_OK) return rc;
+      }
+      off += counts[j];
+    }
+    hvd_shm_publish(a, HVD_SHM_GATHERED, g);
+    return hvd_shm_wait_all(c, HVD_SHM_GATHERED, g); /* nobody reads sendbuf any more */
+  }
   if (counts[me] > 0 && sb != rb + own * es) memcpy(rb + own * es, sb, counts[me] * es);
   for (size_t k = 0; k * chunk < most; k++) {
     const uint64_t g = ++c->arena_seq;

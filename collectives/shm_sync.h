@@ -27,8 +27,13 @@
 
 enum { HVD_SHM_POSTED = 0, HVD_SHM_REDUCED = 1, HVD_SHM_GATHERED = 2 };
 
-/* Spin iterations (one pause each, ~10-30 ns) before a waiting member yields. */
-#define HVD_SHM_SPINS 256u
+/* How long a waiting member spins before it yields: HVD_SHM_SPIN_NS when every local
+ * rank can have a core (a peer's chunk takes tens of µs to copy, and on a busy host a
+ * yield hands the core to another process for a whole time slice), only
+ * HVD_SHM_SPINS_MIN pauses (~10-30 ns each) when ranks outnumber cores (the peer we
+ * wait for may need this very core). */
+#define HVD_SHM_SPIN_NS 50000ull
+#define HVD_SHM_SPINS_MIN 16u
 /* After this long, yielding turns into sleeps growing to 1 ms. */
 #define HVD_SHM_YIELD_NS 5000000ull
 
@@ -40,21 +45,26 @@ static inline int hvd_shm_reached(const hvd_arena_t *a, int j, int counter, uint
   return atomic_load_explicit(&hvd_arena_ctrl(a, j)->c[counter].v, memory_order_acquire) >= g;
 }
 
-/* Wait until member j's counter reaches at_least. Spins briefly, then yields (several
- * ranks may share a core), then sleeps with a growing interval up to 1 ms; gives up
- * with HVD_ERR_ABORTED when the transport's abort flag is set (a peer died: the
- * launcher told us). */
+/* Wait until member j's counter reaches at_least. Spins (see above), then yields
+ * (several ranks may share a core), then sleeps with a growing interval up to 1 ms;
+ * gives up with HVD_ERR_ABORTED when the transport's abort flag is set (a peer died:
+ * the launcher told us). */
 static inline hvd_status_t hvd_shm_wait(const hvd_comm_t *c, int j, int counter,
                                         uint64_t at_least) {
   const hvd_arena_t *a = c->arena;
   if (hvd_shm_reached(a, j, counter, at_least)) return HVD_OK;
-  uint64_t start = hvd_now_ns();
+  const uint64_t start = hvd_now_ns();
   long sleep_ns = 1000;
+  int spinning = 1;
   for (unsigned spins = 0;; spins++) {
     if (hvd_shm_reached(a, j, counter, at_least)) return HVD_OK;
-    if (spins < HVD_SHM_SPINS) {
-      __builtin_ia32_pause();
-      continue;
+    if (spinning) {
+      if (spins < HVD_SHM_SPINS_MIN ||
+          (!a->oversubscribed && ((spins & 63) != 0 || hvd_now_ns() - start < HVD_SHM_SPIN_NS))) {
+        __builtin_ia32_pause();
+        continue;
+      }
+      spinning = 0;
     }
     if ((spins & 63) == 0 && c->tp && c->tp->abort && atomic_load(c->tp->abort)) {
       hvd_err_set(&c->tp->err, "aborted while waiting for local rank %d (shared memory)",

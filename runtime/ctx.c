@@ -10,6 +10,15 @@
  * hvd_shutdown: the background thread drains what was queued before shutdown began
  * and exits -> the liveness thread stops -> a bounded rendezvous barrier so no rank
  * closes its endpoint while a peer may still be receiving from it -> BYE -> close.
+ *
+ * The liveness thread: an ABORT from the launcher, or the loss of the rendezvous
+ * connection, aborts the context (every pending and later operation fails with that
+ * message). A lost connection means the job is gone for good (hvdrun was killed, or
+ * rank 0's in-process server died), so this process must not outlive it either: a
+ * watchdog ends it ORPHAN_GRACE_S later (SIGTERM, then SIGKILL) unless it exits first.
+ * Local ranks of hvdrun also carry PR_SET_PDEATHSIG (SIGKILL) from its exec trampoline;
+ * while the liveness thread runs that signal is lifted (it would kill the rank before
+ * anything could say why) and hvd_shutdown puts it back. docs/failures.md.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -18,7 +27,10 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "collectives/select.h"
@@ -29,6 +41,9 @@
 #include "transport/shm_arena.h"
 
 #define ADDR_BLOB_MAX 4096
+/* Lost rendezvous connection -> SIGTERM to this process; SIGKILL ORPHAN_KILL_S later. */
+#define ORPHAN_GRACE_S 5
+#define ORPHAN_KILL_S 2
 
 void hvd_ctx_abort(hvd_ctx_t *ctx, const char *fmt, ...) {
   pthread_mutex_lock(&ctx->abort_mu);
@@ -47,6 +62,68 @@ void hvd_ctx_abort(hvd_ctx_t *ctx, const char *fmt, ...) {
   pthread_mutex_unlock(&ctx->mu);
 }
 
+int hvd_ctx_await_abort(hvd_ctx_t *ctx) {
+  uint64_t deadline = hvd_now_ns() + (uint64_t)HVD_PEER_FAILURE_WAIT_MS * 1000000u;
+  while (ctx->live_started && !atomic_load(&ctx->aborted) && hvd_now_ns() < deadline) {
+    struct timespec ts = {.tv_sec = 0, .tv_nsec = 1000000};
+    nanosleep(&ts, NULL);
+  }
+  return atomic_load(&ctx->aborted);
+}
+
+static void sleep_s(int s) {
+  struct timespec ts = {.tv_sec = s, .tv_nsec = 0};
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+  }
+}
+
+/* Detached, and independent of any context (the application may shut hvd down and
+ * carry on): the job this process belonged to is gone. */
+static void *orphan_watchdog(void *arg) {
+  (void)arg;
+  sleep_s(ORPHAN_GRACE_S);
+  HVD_ERROR("the job's rendezvous connection was lost %d s ago; ending this process",
+            ORPHAN_GRACE_S);
+  kill(getpid(), SIGTERM);
+  sleep_s(ORPHAN_KILL_S);
+  kill(getpid(), SIGKILL);
+  return NULL;
+}
+
+/* Once per process: several contexts may lose their connection. */
+static atomic_int orphan_watchdog_started;
+
+static void start_orphan_watchdog(void) {
+  pthread_t t;
+  pthread_attr_t at;
+  if (atomic_exchange(&orphan_watchdog_started, 1)) return;
+  pthread_attr_init(&at);
+  pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+  if (pthread_create(&t, &at, orphan_watchdog, NULL) != 0)
+    HVD_ERROR("cannot start the watchdog that ends this process now that its job is gone");
+  pthread_attr_destroy(&at);
+}
+
+/* Around the liveness thread: lift hvdrun's PR_SET_PDEATHSIG, and put it back (firing
+ * it if the parent died meanwhile unnoticed: once the watchdog runs, the application
+ * keeps its grace period). Only under hvdrun, whose rendezvous server is the
+ * parent of a local rank (a remote rank's parent is hvdrun's remote wrapper, which
+ * stops the rank itself when hvdrun goes away); under mpirun the parent is not the
+ * rendezvous server, and only the signal notices its death. */
+static void lift_pdeathsig(hvd_ctx_t *ctx) {
+  int sig = 0;
+  if (ctx->id.have_launcher != 1 || prctl(PR_GET_PDEATHSIG, &sig) != 0 || sig == 0) return;
+  ctx->ppid = getppid();
+  if (prctl(PR_SET_PDEATHSIG, 0) == 0) ctx->pdeathsig = sig;
+}
+
+static void restore_pdeathsig(hvd_ctx_t *ctx) {
+  if (ctx->pdeathsig == 0) return;
+  (void)prctl(PR_SET_PDEATHSIG, ctx->pdeathsig);
+  if (getppid() != ctx->ppid && !atomic_load(&orphan_watchdog_started)) raise(ctx->pdeathsig);
+  ctx->pdeathsig = 0;
+}
+
 static void *live_main(void *arg) {
   hvd_ctx_t *ctx = arg;
   struct pollfd fds[2] = {{.fd = hvd_rdv_fd(ctx->rdv), .events = POLLIN},
@@ -63,7 +140,17 @@ static void *live_main(void *arg) {
       hvd_err_t err = {{0}};
       hvd_status_t rc = hvd_rdv_read_event(ctx->rdv, &err);
       if (rc == HVD_OK) continue;
-      hvd_ctx_abort(ctx, "%s", err.msg[0] ? err.msg : hvd_status_string(rc));
+      if (rc == HVD_ERR_ABORTED) {
+        hvd_ctx_abort(ctx, "%s", err.msg[0] ? err.msg : hvd_status_string(rc));
+        return NULL;
+      }
+      /* The server is gone (or talks nonsense): nobody can tell us anything any more. */
+      hvd_ctx_abort(ctx, "rank %d: %s%s; the job cannot go on", ctx->id.rank,
+                    err.msg[0] ? err.msg : hvd_status_string(rc),
+                    rc == HVD_ERR_BOOTSTRAP && ctx->id.have_launcher == 1
+                        ? " (hvdrun, which serves it, has exited or cannot be reached)"
+                        : "");
+      start_orphan_watchdog();
       return NULL;
     }
   }
@@ -246,8 +333,11 @@ static void setup_arena(hvd_ctx_t *ctx, int timeout_ms) {
     hvd_arena_destroy(a);
     return;
   }
+  /* Single-copy reads between ranks (large allgathers), if every rank can do them. */
+  a->cma = all_agree(ctx, "arena-cma", hvd_arena_probe_cma(a), timeout_ms);
   ctx->arena = a;
-  HVD_INFO("shared-memory arena: %d local ranks, %lld-byte chunks", a->n, (long long)ctx->cfg.shm_chunk);
+  HVD_INFO("shared-memory arena: %d local ranks, %lld-byte chunks%s", a->n,
+           (long long)ctx->cfg.shm_chunk, a->cma ? ", cross-memory reads" : "");
 }
 
 static void ctx_free(hvd_ctx_t *ctx) {
@@ -350,6 +440,7 @@ hvd_status_t hvd_init(hvd_ctx_t **out) {
       goto fail;
     }
     ctx->live_started = 1;
+    lift_pdeathsig(ctx);
   }
   {
     int *all = malloc((size_t)ctx->id.size * sizeof *all);
@@ -395,6 +486,7 @@ fail:
   if (ctx->live_started) {
     (void)!write(ctx->live_pipe[1], "x", 1);
     pthread_join(ctx->live, NULL);
+    restore_pdeathsig(ctx);
   }
   ctx_free(ctx);
   return rc;
@@ -411,6 +503,7 @@ hvd_status_t hvd_shutdown(hvd_ctx_t *ctx) {
   if (ctx->live_started) {
     (void)!write(ctx->live_pipe[1], "x", 1);
     pthread_join(ctx->live, NULL);
+    restore_pdeathsig(ctx);
   }
   if (atomic_load(&ctx->aborted)) rc = HVD_ERR_ABORTED;
   if (ctx->rdv != NULL && rc == HVD_OK) {

@@ -168,6 +168,8 @@ struct hvd_ctx {
   pthread_t live;
   int live_started;
   int live_pipe[2]; /* written to stop the liveness thread */
+  int pdeathsig;    /* parent-death signal lifted while the liveness thread runs, or 0 */
+  pid_t ppid;       /* the parent it belongs to */
 
   /* First job-wide failure; once set, everything fails with it. */
   atomic_int aborted;
@@ -180,6 +182,12 @@ hvd_status_t hvd_identity_from_env(hvd_identity_t *id, hvd_err_t *err);
 
 /* ctx.c: record the first job-wide failure (later calls are ignored). */
 void hvd_ctx_abort(hvd_ctx_t *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* A transfer with a peer failed. If the peer died, the launcher's ABORT naming it is
+ * on its way (the transport often notices first): wait up to HVD_PEER_FAILURE_WAIT_MS
+ * for ctx to be aborted, so that the real cause, not this secondary error, becomes
+ * the job's. Returns 1 if ctx is aborted. Background thread. */
+#define HVD_PEER_FAILURE_WAIT_MS 2000
+int hvd_ctx_await_abort(hvd_ctx_t *ctx);
 
 /* pset.c */
 hvd_pset_t *hvd_pset_new(hvd_ctx_t *ctx, int id, const int *ranks, int n);

@@ -4,7 +4,9 @@
  * has joined may have none: it contributes zeros to allreduces), runs the collective
  * on the set's communicator and completes the entries.
  *
- * Allreduce: a lone tensor runs directly from the caller's send buffer into its
+ * Allreduce: on the same-host arena the tensors go straight into the arena and the
+ * results straight out of it, scaled on the way (no fusion buffer, no scaling pass).
+ * Otherwise a lone tensor runs directly from the caller's send buffer into its
  * receive buffer (no copy) unless a prescale needs one; fused tensors are copied
  * into the persistent fusion buffer (prescale applied on the way in), reduced in
  * place, and copied out (postscale and AVERAGE's 1/n applied on the way out).
@@ -87,6 +89,12 @@ static void *fusion(hvd_ctx_t *ctx, size_t bytes) {
 static void coll_failed(hvd_ctx_t *ctx, hvd_pset_t *ps, const hvd_response_t *r, hvd_status_t rc,
                         hvd_entry_t **es, int n) {
   char msg[HVD_ERR_MSG_MAX];
+  /* (Not after a no-progress timeout: the transport watched for the abort all along.) */
+  if (rc != HVD_ERR_ABORTED && rc != HVD_ERR_TIMEOUT && hvd_ctx_await_abort(ctx)) {
+    HVD_INFO("%s of '%.100s' failed (%s); the job's failure: %s", hvd_msg_type_name(r->type),
+             r->names[0], ctx->tp ? ctx->tp->err.msg : hvd_status_string(rc), ctx->abort_msg);
+    rc = HVD_ERR_ABORTED;
+  }
   if (rc == HVD_ERR_ABORTED) {
     snprintf(msg, sizeof msg, "%s", ctx->abort_msg);
   } else {
@@ -121,8 +129,22 @@ static void exec_allreduce(hvd_ctx_t *ctx, hvd_pset_t *ps, const hvd_response_t 
       hvd_allreduce_algo(&ps->comm, (hvd_algo_t)ctx->allreduce_algo, total_count * es, remote);
   hvd_status_t rc = HVD_OK;
   uint64_t t0, t1;
+  hvd_shm_part_t pstack[8], *parts = NULL;
+  if (algo == HVD_ALGO_SHM)
+    parts = n <= 8 ? pstack : malloc((size_t)n * sizeof *parts); /* NULL: fusion buffer */
 
-  if (n == 1 && e[0] != NULL) {
+  if (parts != NULL) {
+    /* The arena reads the tensors and writes the results in place of a fusion buffer,
+     * scaling on the way (collectives/allreduce_shm.c). */
+    for (int i = 0; i < n; i++)
+      parts[i] = (hvd_shm_part_t){.in = e[i] ? e[i]->sendbuf : NULL,
+                                  .out = e[i] ? e[i]->recvbuf : NULL,
+                                  .count = r->counts[i]};
+    t0 = hvd_now_ns();
+    rc = hvd_allreduce_shm_parts(&ps->comm, parts, (size_t)n, dt, op, pre, post);
+    tl_op(ctx, r, e, n, hvd_algo_name(algo), total_count * es, t0, hvd_now_ns());
+    if (parts != pstack) free(parts);
+  } else if (n == 1 && e[0] != NULL) {
     hvd_entry_t *x = e[0];
     size_t count = r->counts[0];
     const void *src = x->sendbuf;

@@ -8,7 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 void hvd_arena_name(char *out, size_t len, const char *tag, int gen, int rank) {
@@ -29,6 +31,7 @@ hvd_status_t hvd_arena_create(const char *tag, int gen, int rank, const int *loc
   if (a == NULL) return HVD_ERR_NO_MEMORY;
   a->n = n;
   a->me = -1;
+  a->oversubscribed = n > (int)sysconf(_SC_NPROCESSORS_ONLN);
   a->slot_bytes = slot_bytes;
   a->seg_bytes = sizeof(hvd_arena_ctrl_t) + 2 * slot_bytes;
   a->ranks = malloc((size_t)n * sizeof *a->ranks);
@@ -68,6 +71,13 @@ hvd_status_t hvd_arena_create(const char *tag, int gen, int rank, const int *loc
   }
   memset(p, 0, a->seg_bytes);
   a->base[a->me] = p;
+  hvd_arena_ctrl(a, a->me)->pid = (int64_t)getpid();
+  hvd_arena_ctrl(a, a->me)->self = (uint64_t)(uintptr_t)p;
+#ifdef PR_SET_PTRACER
+  /* Under Yama ptrace_scope 1 only ancestors may read a process's memory; the other
+   * ranks are siblings. Same user only, as without Yama (Open MPI's vader does this). */
+  prctl(PR_SET_PTRACER, PR_SET_PTRACER_ANY, 0, 0, 0);
+#endif
   *out = a;
   return HVD_OK;
 }
@@ -95,6 +105,41 @@ hvd_status_t hvd_arena_attach(hvd_arena_t *a, const char *tag, int gen, hvd_err_
     a->base[i] = p;
   }
   return HVD_OK;
+}
+
+hvd_status_t hvd_arena_read(const hvd_arena_t *a, int j, void *dst, uint64_t src, size_t len,
+                            hvd_err_t *err) {
+  const pid_t pid = (pid_t)hvd_arena_ctrl(a, j)->pid;
+  char *d = dst;
+  while (len > 0) {
+    struct iovec l = {.iov_base = d, .iov_len = len};
+    struct iovec r = {.iov_base = (void *)(uintptr_t)src, .iov_len = len};
+    ssize_t got = process_vm_readv(pid, &l, 1, &r, 1, 0);
+    if (got <= 0) {
+      hvd_err_set(err, "reading %zu bytes of local rank %d (pid %d): %s", len, a->ranks[j],
+                  (int)pid, got < 0 ? strerror(errno) : "nothing read");
+      return HVD_ERR_TRANSPORT;
+    }
+    d += got;
+    src += (uint64_t)got;
+    len -= (size_t)got;
+  }
+  return HVD_OK;
+}
+
+int hvd_arena_probe_cma(const hvd_arena_t *a) {
+  for (int j = 0; j < a->n; j++) {
+    if (j == a->me) continue;
+    const hvd_arena_ctrl_t *peer = hvd_arena_ctrl(a, j);
+    int64_t pid = 0;
+    hvd_err_t err;
+    /* The peer's pid, read from its own copy: equal to what the mapping shows. */
+    if (hvd_arena_read(a, j, &pid, peer->self + offsetof(hvd_arena_ctrl_t, pid), sizeof pid,
+                       &err) != HVD_OK ||
+        pid != peer->pid)
+      return 0;
+  }
+  return 1;
 }
 
 void hvd_arena_unlink(hvd_arena_t *a) {

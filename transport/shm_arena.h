@@ -35,6 +35,13 @@ typedef struct hvd_arena_ctrl {
     _Atomic uint64_t v;
     char pad[HVD_ARENA_LINE - sizeof(uint64_t)];
   } c[HVD_ARENA_COUNTERS];
+  /* For cross-memory reads (process_vm_readv), set once by the owner at creation: its
+   * pid and where this block is in its own address space. */
+  _Alignas(HVD_ARENA_LINE) int64_t pid;
+  uint64_t self;
+  /* Owner's buffer that the running single-copy round reads (collectives/shm_coll.c),
+   * written before the round's POSTED. */
+  uint64_t buf;
 } hvd_arena_ctrl_t;
 
 typedef struct hvd_arena {
@@ -46,6 +53,9 @@ typedef struct hvd_arena {
   size_t seg_bytes;
   char name[96];  /* this rank's segment name (until unlinked) */
   int unlinked;
+  int cma; /* every member can read every other's memory (hvd_arena_probe_cma, agreed
+              by the owner on all members): single-copy algorithms allowed */
+  int oversubscribed; /* more local ranks than online CPUs (waits yield early) */
 } hvd_arena_t;
 
 /* The name of a rank's segment: "/hvd-<64-bit hash of tag>-<gen>-<rank>". Names in
@@ -59,6 +69,15 @@ hvd_status_t hvd_arena_create(const char *tag, int gen, int rank, const int *loc
                               size_t slot_bytes, hvd_arena_t **out, hvd_err_t *err);
 /* Map the other local ranks' segments (they must all have been created). */
 hvd_status_t hvd_arena_attach(hvd_arena_t *a, const char *tag, int gen, hvd_err_t *err);
+/* 1 if this rank can read every attached member's memory with process_vm_readv
+ * (same user, and Yama or a container does not forbid it), else 0. Each member must
+ * have been created (hvd_arena_create makes it readable under Yama ptrace_scope 1).
+ * Whether to use it must be agreed by all members (a->cma). */
+int hvd_arena_probe_cma(const hvd_arena_t *a);
+/* Read len bytes at the member j's address src into dst (process_vm_readv).
+ * HVD_OK, or HVD_ERR_TRANSPORT with the reason in err. */
+hvd_status_t hvd_arena_read(const hvd_arena_t *a, int j, void *dst, uint64_t src, size_t len,
+                            hvd_err_t *err);
 /* Remove this rank's name from /dev/shm (mappings stay). */
 void hvd_arena_unlink(hvd_arena_t *a);
 void hvd_arena_destroy(hvd_arena_t *a);

@@ -1245,8 +1245,26 @@ Test(hvdrun_local, bind_to_core_and_verbose_placement, .timeout = 60) {
               want, line);
   }
   run_free(&r);
+  /* The default (auto) gives each rank its own share of the cores. */
+  snprintf(cmd, sizeof cmd, "%s -np %d --verbose %s", bin_path("hvdrun"), np,
+           prog_path("env_report"));
+  r = run_sh(cmd, NULL, 30);
+  cr_assert(r.exited && r.status == 0 && count_in(&r, "; auto: ") == np, "%s", r.out);
+  char seen[4][128];
+  for (int rank = 0; rank < np; rank++) {
+    char prefix[32];
+    snprintf(prefix, sizeof prefix, "[%d]<stdout>:report", rank);
+    const char *line = line_starting(&r, prefix), *c = line ? strstr(line, " cpus=") : NULL;
+    cr_assert_not_null(c, "rank %d: no affinity in:\n%s", rank, r.out);
+    snprintf(seen[rank], sizeof seen[rank], "%.*s", (int)strcspn(c + 6, " \n"), c + 6);
+    for (int q = 0; q < rank; q++)
+      cr_assert_str_neq(seen[q], seen[rank], "ranks %d and %d share cpus %s:\n%s", q, rank,
+                        seen[q], r.out);
+  }
+  run_free(&r);
   /* --bind-to none leaves the whole allowed set. */
-  snprintf(cmd, sizeof cmd, "%s -np 1 %s", bin_path("hvdrun"), prog_path("env_report"));
+  snprintf(cmd, sizeof cmd, "%s -np 1 --bind-to none %s", bin_path("hvdrun"),
+           prog_path("env_report"));
   r = run_sh(cmd, NULL, 30);
   char all[256] = "";
   cpu_list(hwloc_topology_get_allowed_cpuset(topo), all, sizeof all);

@@ -206,11 +206,13 @@ static void expect_ok(run_result_t *r, const char *what) {
 }
 
 /* A timeline of runtime_check async_fused on 2 ranks (200 tensors) in dir/t.json. */
-static void record_async_fused(const char *dir, char *path, size_t len) {
+/* arena_off: the fusion buffer's MEMCPY_IN/OUT phases exist only on the message path;
+ * on the same-host arena the tensors go straight in and out (runtime/exec.c). */
+static void record_async_fused(const char *dir, char *path, size_t len, int arena_off) {
   snprintf(path, len, "%s/t.json", dir);
   char tl[700];
   snprintf(tl, sizeof tl, "HVD_TIMELINE=%s", path);
-  char *env[] = {tl, "HVD_TIMELINE_MARK_CYCLES=1", NULL};
+  char *env[] = {tl, "HVD_TIMELINE_MARK_CYCLES=1", arena_off ? "HVD_SHM_ARENA=0" : NULL, NULL};
   char args[1200];
   snprintf(args, sizeof args, "-np 2 %s async_fused", prog_path("runtime_check"));
   run_result_t r = job(args, env, 100);
@@ -318,7 +320,7 @@ Test(timeline_writer, null_and_bad_path, .timeout = 30) {
 
 Test(timeline_job, async_fused_phases_in_order, .timeout = 150) {
   char *dir = tmpdir(), path[700];
-  record_async_fused(dir, path, sizeof path);
+  record_async_fused(dir, path, sizeof path, 0);
   assert_json(path);
   char *out = check(dir, path, "--complete --prefix fused. --min-lanes 200 --end TIMELINE_END");
   cr_assert(strstr(out, "r0:") && strstr(out, "r1:"), "no readiness marks of both ranks: %s", out);
@@ -453,7 +455,7 @@ Test(timeline_job, all_ranks_and_merge, .timeout = 150) {
 
 Test(timeline_tool, summary_phases_and_percentages, .timeout = 150) {
   char *dir = tmpdir(), path[700], targs[1600];
-  record_async_fused(dir, path, sizeof path);
+  record_async_fused(dir, path, sizeof path, 1);
   snprintf(targs, sizeof targs, "summary '%s'", path);
   run_result_t r = tool(targs);
   cr_assert(r.exited && r.status == 0, "summary failed: %s", r.out);
@@ -487,7 +489,7 @@ Test(timeline_tool, render_in_headless_chromium, .timeout = 240) {
             "chromium is not installed (scripts/setup.sh installs it): this test needs it");
   run_free(&have);
   char *dir = tmpdir(), path[700], html[800], svg[800], png[800], targs[2000], cmd[4000];
-  record_async_fused(dir, path, sizeof path);
+  record_async_fused(dir, path, sizeof path, 0);
   snprintf(html, sizeof html, "%s/render.html", dir);
   snprintf(svg, sizeof svg, "%s/render.svg", dir);
   snprintf(png, sizeof png, "%s/render.png", dir);

@@ -20,7 +20,8 @@
 #include "transport/transport.h"
 
 typedef struct shared {
-  atomic_int arrived[4];
+  atomic_int arrived[5];
+  atomic_int cma_ok;
   uint64_t hash[8][64];
 } shared_t;
 
@@ -58,7 +59,7 @@ static int other_collectives(hvd_comm_t *c, int rank, int n, size_t slot) {
   for (size_t di = 0; di < 2; di++) {
     const hvd_dtype_t dt = dts[di];
     const size_t es = hvd_dtype_size(dt), se = slot / es;
-    const size_t sizes[] = {0, 1, (size_t)n + 1, se - 1, se + 3, 3 * se + 7};
+    const size_t sizes[] = {0, 1, (size_t)n + 1, se - 1, se + 3, 3 * se + 7, 40000};
     for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
       const size_t cnt = sizes[si];
       size_t counts[8], total = 0, off = 0;
@@ -102,6 +103,39 @@ static int other_collectives(hvd_comm_t *c, int rank, int n, size_t slot) {
       }
       free(buf);
       free(in);
+    }
+  }
+  return bad;
+}
+
+/* hvd_allreduce_shm_parts: tensors of uneven sizes (empty ones too) with a part
+ * without input (zeros) and one without output, one in place, prescale and
+ * postscale; totals below and above the one-hand-off size and several slots. */
+static int parts_allreduce(hvd_comm_t *c, int rank, int n, size_t slot) {
+  const size_t totals[] = {5, 300, slot / 4 * 2 + 9};
+  int bad = 0;
+  for (size_t ti = 0; ti < 3; ti++) {
+    enum { NP = 5 };
+    size_t cnt[NP] = {totals[ti] / 2, 0, totals[ti] / 3, 1, totals[ti] / 6 + 2};
+    float *in[NP], *out[NP];
+    hvd_shm_part_t parts[NP];
+    for (int i = 0; i < NP; i++) {
+      in[i] = malloc(cnt[i] * sizeof(float) + 4);
+      out[i] = i == 2 ? in[i] : malloc(cnt[i] * sizeof(float) + 4); /* 2: in place */
+      for (size_t x = 0; x < cnt[i]; x++) in[i][x] = (float)val(x + (size_t)i, rank);
+      parts[i] = (hvd_shm_part_t){.in = i == 3 && rank == 1 ? NULL : in[i],
+                                  .out = i == 4 ? NULL : out[i], .count = cnt[i]};
+    }
+    if (hvd_allreduce_shm_parts(c, parts, NP, HVD_FLOAT32, HVD_SUM, 2.0, 0.25) != HVD_OK)
+      return bad + 1000;
+    for (int i = 0; i < NP; i++) {
+      for (size_t x = 0; i != 4 && x < cnt[i]; x++) {
+        double want = 0;
+        for (int q = 0; q < n; q++) want += i == 3 && q == 1 ? 0 : 2.0 * val(x + (size_t)i, q);
+        bad += out[i][x] != (float)(want * 0.25);
+      }
+      if (out[i] != in[i]) free(out[i]);
+      free(in[i]);
     }
   }
   return bad;
@@ -157,9 +191,16 @@ static int child(int rank, int n, size_t slot, char tag[17]) {
         free(in);
         free(out);
       }
-  int other = other_collectives(&c, rank, n, slot);
-  if (other) fprintf(stderr, "rank %d of %d, slot %zu: %d wrong values in broadcast, allgatherv "
-                     "or reduce-scatter\n", rank, n, slot, other);
+  int other = other_collectives(&c, rank, n, slot) + parts_allreduce(&c, rank, n, slot);
+  /* Again with cross-memory reads (large allgathers read the owners' buffers), if
+   * every member may use them. */
+  atomic_fetch_add(&sh->cma_ok, hvd_arena_probe_cma(a));
+  barrier(n, 4);
+  a->cma = atomic_load(&sh->cma_ok) == n;
+  if (!a->cma) fprintf(stderr, "rank %d: process_vm_readv not permitted here\n", rank);
+  else other += other_collectives(&c, rank, n, slot);
+  if (other) fprintf(stderr, "rank %d of %d, slot %zu: %d wrong values in broadcast, allgatherv, "
+                     "reduce-scatter or the allreduce of parts\n", rank, n, slot, other);
   bad += other;
   barrier(n, 2);
   for (int q = 0; q < n; q++)

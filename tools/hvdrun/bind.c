@@ -7,8 +7,13 @@
  *   numa        round robin over NUMA nodes: node i % nodes, and there the
  *               (i / nodes)-th core (wrapping around);
  * --bind-to then restricts the rank to that core's PUs (core), to the PUs of the
- * NUMA node holding that core (numa), or not at all (none). Hosts without core
- * objects use PUs as cores. Only the CPUs this process may use count (hwloc's
+ * NUMA node holding that core (numa), or not at all (none). auto, the default, gives
+ * local rank i of n the i-th block of cores/n consecutive cores (all cores for one
+ * rank) and leaves the ranks unbound when they outnumber the cores: a rank's threads
+ * (the application's and hvd's background thread) stay together on cores no other
+ * rank uses, which is what keeps two busy ranks off one core while a third core sits
+ * idle (docs/performance.md), without squeezing a multithreaded rank onto one core.
+ * Hosts without core objects use PUs as cores. Only the CPUs this process may use count (hwloc's
  * default: a cgroup's cpuset or a taskset restrict the topology).
  */
 #include <hwloc.h>
@@ -17,7 +22,7 @@
 
 #include "tools/hvdrun/hvdrun.h"
 
-const char *const hvdrun_bind_names[] = {"none", "core", "numa", NULL};
+const char *const hvdrun_bind_names[] = {"none", "core", "numa", "auto", NULL};
 const char *const hvdrun_map_names[] = {"slot", "core", "numa", NULL};
 
 struct hwloc_topology *hvdrun_topo_load(hvd_err_t *err) {
@@ -77,10 +82,33 @@ int hvdrun_placement(struct hwloc_topology *topo, hvdrun_bind_t bind, hvdrun_map
   char cpus[256];
 
   *set = NULL;
-  if (bind == HVDRUN_BIND_NONE) {
+  if (bind == HVDRUN_BIND_AUTO && ncores > 0 && ls >= 1 && ls <= ncores) {
+    int per = ncores / ls;
+    hwloc_bitmap_t s = hwloc_bitmap_alloc();
+    if (s == NULL) {
+      hvd_err_set(err, "out of memory");
+      return -1;
+    }
+    for (int k = 0; k < per; k++) {
+      hwloc_obj_t c = hwloc_get_obj_by_type(topo, ct, (unsigned)(lr * per + k));
+      if (c != NULL && c->cpuset != NULL) hwloc_bitmap_or(s, s, c->cpuset);
+    }
+    hwloc_bitmap_and(s, s, hwloc_topology_get_allowed_cpuset(topo));
+    hwloc_bitmap_list_snprintf(cpus, sizeof cpus, s);
+    if (per == 1)
+      snprintf(desc, size, "%s L#%d (cpus %s; auto: %d of %d %ss)", ctname, lr, cpus, per,
+               ncores, ctname);
+    else
+      snprintf(desc, size, "%ss L#%d-%d (cpus %s; auto: %d of %d %ss)", ctname, lr * per,
+               lr * per + per - 1, cpus, per, ncores, ctname);
+    *set = s;
+    return 0;
+  }
+  if (bind == HVDRUN_BIND_NONE || bind == HVDRUN_BIND_AUTO) {
     hwloc_bitmap_list_snprintf(cpus, sizeof cpus,
                                hwloc_topology_get_allowed_cpuset(topo));
-    snprintf(desc, size, "not bound (cpus %s)", cpus);
+    snprintf(desc, size, "not bound (cpus %s%s)", cpus,
+             bind == HVDRUN_BIND_AUTO ? "; auto: more ranks than cores" : "");
     return 0;
   }
   if (ncores == 0) {

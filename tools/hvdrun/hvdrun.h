@@ -49,10 +49,17 @@
 /* First bytes of the remote wrapper's stdin. */
 #define HVDRUN_REMOTE_MAGIC "HVDRUN-REMOTE-1"
 
-typedef enum { HVDRUN_BIND_NONE = 0, HVDRUN_BIND_CORE, HVDRUN_BIND_NUMA } hvdrun_bind_t;
+/* AUTO (the default): an equal share of the host's cores per local rank (all of them
+ * for one rank), nothing when ranks outnumber cores; see bind.c. */
+typedef enum {
+  HVDRUN_BIND_NONE = 0,
+  HVDRUN_BIND_CORE,
+  HVDRUN_BIND_NUMA,
+  HVDRUN_BIND_AUTO
+} hvdrun_bind_t;
 typedef enum { HVDRUN_MAP_SLOT = 0, HVDRUN_MAP_CORE, HVDRUN_MAP_NUMA } hvdrun_map_t;
 
-extern const char *const hvdrun_bind_names[]; /* "none", "core", "numa" */
+extern const char *const hvdrun_bind_names[]; /* "none", "core", "numa", "auto" */
 extern const char *const hvdrun_map_names[];  /* "slot", "core", "numa" */
 
 /* One host of -H / --hostfile, and the ranks placed on it. */
@@ -118,6 +125,9 @@ typedef struct hvdrun_rank {
   unsigned running : 1;      /* spawned and not reaped */
   unsigned connected : 1;    /* said HELLO to the rendezvous */
   unsigned alive : 1;        /* something of it still runs (launcher->poll_alive) */
+  unsigned rdv_unclean : 1;  /* its last rendezvous connection ended without BYE */
+  unsigned exit_pending : 1; /* exited 0 while still connected: judged at disconnect */
+  int rdv_conns;             /* open rendezvous connections (HELLO done) */
   int pid;                   /* also its process group id */
   int64_t exit_status;
   int term_signal;

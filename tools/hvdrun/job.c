@@ -25,7 +25,11 @@
  * to KILLED. Only the first cause is kept: it is hvdrun's last line and decides the
  * exit status. The job ends once every rank is reaped, every pipe has reached EOF
  * and (when stopping) no process of any rank's group is left. A rank whose
- * rendezvous connection drops is not a failure until its exit status says so.
+ * rendezvous connection drops is not a failure until its exit status says so; but a
+ * rank that exits 0 after hvd_init without hvd_shutdown (its connection ended without
+ * BYE) is one: the others would wait for it forever. Its exit and its connection's
+ * end may be seen in either order, so a rank that exits 0 while still connected is
+ * judged when the connection ends (the kernel closes it at exit).
  *
  * hvdrun is a child subreaper (PR_SET_CHILD_SUBREAPER): what a rank started and
  * left behind becomes hvdrun's child when the rank dies, and hvdrun reaps it, so
@@ -445,6 +449,17 @@ static void on_start_timeout(uv_timer_t *t) {
 
 /* ---- ranks ------------------------------------------------------------------------- */
 
+/* Rank r exited 0 and its rendezvous connection is closed: a failure if it never said
+ * BYE (it initialised hvd and left without a successful hvd_shutdown). */
+static void judge_clean_exit(hvdrun_job_t *job, hvdrun_rank_t *r) {
+  r->exit_pending = 0;
+  if (job->phase != PHASE_RUNNING || !r->rdv_unclean) return;
+  set_cause(job, 1, "rank %d (host %s) exited with status 0 before hvd_shutdown completed",
+            r->rank, r->host);
+  if (job->opts->verbose) hvdrun_say("%s; stopping the job", job->cause);
+  begin_stop(job, HVDRUN_FAIL_GRACE_MS, NULL);
+}
+
 static void on_rank_exit(uv_process_t *proc, int64_t exit_status, int term_signal) {
   hvdrun_rank_t *r = proc->data;
   hvdrun_job_t *job = r->job;
@@ -493,6 +508,11 @@ static void on_rank_exit(uv_process_t *proc, int64_t exit_status, int term_signa
                 r->rank, r->host, (long long)exit_status);
     if (job->opts->verbose) hvdrun_say("%s; stopping the job", job->cause);
     begin_stop(job, HVDRUN_FAIL_GRACE_MS, NULL);
+  } else if (job->phase == PHASE_RUNNING) {
+    if (r->rdv_conns > 0)
+      r->exit_pending = 1;
+    else
+      judge_clean_exit(job, r);
   }
   check_done(job);
 }
@@ -621,15 +641,24 @@ static void on_rdv_connected(void *arg, int rank) {
   hvdrun_job_t *job = arg;
   if (rank < 0 || rank >= job->size) return;
   job->ranks[rank].connected = 1;
+  job->ranks[rank].rdv_conns++;
   if (job->opts->verbose) hvdrun_say("rank %d connected to the rendezvous server", rank);
 }
 
 static void on_rdv_disconnected(void *arg, int rank, int clean) {
   hvdrun_job_t *job = arg;
+  if (rank < 0 || rank >= job->size) return;
+  hvdrun_rank_t *r = &job->ranks[rank];
   /* Not a failure by itself: the exit status decides. */
-  if (job->opts->verbose && rank >= 0 && rank < job->size)
+  if (job->opts->verbose)
     hvdrun_say("rank %d disconnected from the rendezvous server%s", rank,
                clean ? "" : " without saying BYE");
+  r->rdv_conns--;
+  r->rdv_unclean = !clean;
+  if (r->exit_pending && r->rdv_conns == 0) {
+    judge_clean_exit(job, r);
+    check_done(job);
+  }
 }
 
 /* ---- the end ----------------------------------------------------------------------- */
@@ -687,6 +716,8 @@ static void check_done(hvdrun_job_t *job) {
   }
   int expired = job->phase == PHASE_RUNNING && now >= job->linger_deadline;
   if (job->npipes > 0 && !expired) return;
+  for (int i = 0; i < job->size && !expired; i++)
+    if (job->ranks[i].exit_pending) return; /* its verdict comes with its disconnect */
 
   int left = anything_left(job); /* also refreshes each rank's alive flag */
   if (job->npipes == 0 && !left) {

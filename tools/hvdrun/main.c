@@ -94,9 +94,12 @@ static const char help_text[] =
     "  --map-by slot|core|numa   local rank i goes to the i-th core (slot, core: the\n"
     "                            same), or round robin over NUMA nodes (numa). Default\n"
     "                            slot\n"
-    "  --bind-to none|core|numa  restrict each rank to its core, to that core's NUMA\n"
-    "                            node, or not at all (default none). Set before the\n"
-    "                            program starts. More ranks than cores share them\n"
+    "  --bind-to auto|none|core|numa\n"
+    "                            restrict each rank to its core, to that core's NUMA\n"
+    "                            node, or not at all. Default auto: an equal share of\n"
+    "                            the host's cores per rank (cores / ranks on it), none\n"
+    "                            when ranks outnumber cores. Set before the program\n"
+    "                            starts. With core, more ranks than cores share them\n"
     "\n"
     "output:\n"
     "  --tag-output            prefix each output line with [RANK]<stdout>: or\n"
@@ -141,11 +144,16 @@ static const char help_text[] =
     "SIGINT, SIGTERM and SIGHUP sent to hvdrun are forwarded to every rank, remote\n"
     "ones included (a second one sends SIGKILL at once); SIGKILL follows after 3 s.\n"
     "Processes the ranks leave behind (in their process groups, or orphaned) are\n"
-    "stopped too. If hvdrun itself is killed, its local ranks get SIGKILL and its\n"
-    "remote ranks are stopped when their ssh sessions close.\n"
+    "stopped too. A rank that exits 0 after hvd_init without hvd_shutdown is a failure\n"
+    "too (status 1). If hvdrun itself is killed, the ranks' operations fail (lost\n"
+    "connection to the rendezvous server) and each rank ends itself 5 s later;\n"
+    "remote ranks are also stopped when their ssh sessions close. See\n"
+    "docs/failures.md.\n"
     "\n"
     "exit status:\n"
     "  0        every rank exited with status 0\n"
+    "  1        the first rank to fail exited with status 0 before hvd_shutdown\n"
+    "           completed\n"
     "  S        the first rank to fail exited with status S (128+N: killed by signal\n"
     "           N; ssh carries only a status, so a remote rank that exits 128+N is\n"
     "           reported as killed by signal N)\n"
@@ -567,6 +575,7 @@ static int parse_args(int argc, char **argv, hvdrun_opts_t *opts, hvd_err_t *err
 
   memset(opts, 0, sizeof *opts);
   opts->tag_output = 1;
+  opts->bind_to = HVDRUN_BIND_AUTO;
   opts->start_timeout_s = HVDRUN_DEFAULT_START_TIMEOUT;
 
   for (; i < argc; i++) {

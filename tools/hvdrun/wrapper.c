@@ -4,7 +4,8 @@
  * hvdrun --hvdrun-exec --ppid=P --bind-to=B --map-by=M -- PROGRAM ARGS...
  *   The exec trampoline of a local rank, spawned by hvdrun (already in the rank's
  *   own session, with the rank's environment). It asks for SIGKILL when hvdrun dies
- *   (PR_SET_PDEATHSIG: a SIGKILLed hvdrun leaves no rank behind), checks that hvdrun
+ *   (PR_SET_PDEATHSIG: a SIGKILLed hvdrun leaves no rank behind; hvd_init lifts it
+ *   while its rendezvous connection watches hvdrun instead), checks that hvdrun
  *   did not die before that, binds itself to the rank's CPUs (affinity survives
  *   exec, and no thread of the program exists yet to escape it) and execs PROGRAM.
  *

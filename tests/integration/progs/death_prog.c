@@ -1,0 +1,214 @@
+/*
+ * A rank program for the rank-death tests (test_death.c): one rank (the victim) dies,
+ * or kills hvdrun, at a chosen moment, and every other rank reports how its pending
+ * operation ended.
+ *
+ *   death_prog --phase negotiate|ring|idle --victim K --how kill|exit0|launcher
+ *              --report DIR [--count N] [--tag ANY]
+ *
+ * After two small warm-up allreduces (which also check that the job works):
+ *   negotiate  the others submit "neg.survivors", which the victim never submits; the
+ *              victim submits "neg.victim" instead, so both sides are negotiating,
+ *              and dies 300 ms later;
+ *   ring       every rank loops over N-element float32 allreduces "big.<i>" (default
+ *              N = 16Mi: 64 MiB); the victim dies part way (a quarter of its first
+ *              step's time) into its second one, "big.1";
+ *   idle       the others wait in hvd_wait for "idle.next"; the victim sleeps 300 ms
+ *              without submitting anything and dies.
+ * How the victim dies: kill = raise(SIGKILL); exit0 = exit(0) from the main thread
+ * without hvd_shutdown (background thread still running); launcher = it does not die
+ * but SIGKILLs its parent, hvdrun, and then behaves like the others.
+ *
+ * Just before dying the victim writes "DEATH rank K how=H t=<CLOCK_REALTIME>" to
+ * stdout and to DIR/death. Every other rank (every rank with --how launcher) writes
+ * "SURVIVOR rank R op=NAME status=STATUS t=<CLOCK_REALTIME when hvd_wait returned>
+ * error=<hvd_req_error>" to stdout and to DIR/rank.R, then shuts down and exits 1;
+ * with --how launcher it instead ignores the error and sleeps (the runtime must end
+ * the process). --tag is ignored: it makes the command line unique for pgrep.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "hvd.h"
+
+typedef struct opts {
+  const char *phase, *how, *report;
+  int victim;
+  size_t count;
+} opts_t;
+
+static double realtime(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static double monotonic(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void sleep_s(double s) {
+  struct timespec ts = {.tv_sec = (time_t)s, .tv_nsec = (long)((s - (double)(time_t)s) * 1e9)};
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+  }
+}
+
+/* line to stdout (one write, so it reaches hvdrun before anything else happens) and
+ * to DIR/file. */
+static void report(const opts_t *o, const char *file, const char *line) {
+  char path[4096];
+  size_t n = strlen(line);
+  (void)!write(STDOUT_FILENO, line, n);
+  snprintf(path, sizeof path, "%s/%s", o->report, file);
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd >= 0) {
+    (void)!write(fd, line, n);
+    close(fd);
+  }
+}
+
+/* The victim's moment: die, or kill hvdrun. */
+static void victim_acts(const opts_t *o, int rank) {
+  char line[256];
+  snprintf(line, sizeof line, "DEATH rank %d how=%s t=%.6f\n", rank, o->how, realtime());
+  report(o, "death", line);
+  if (strcmp(o->how, "kill") == 0) raise(SIGKILL);
+  if (strcmp(o->how, "exit0") == 0) exit(0);
+  kill(getppid(), SIGKILL); /* launcher */
+}
+
+static const char *status_name(hvd_status_t st) {
+  switch (st) {
+#define NAME_(name, value, text) \
+  case HVD_##name:               \
+    return "HVD_" #name;
+    HVD_STATUS_MAP(NAME_)
+#undef NAME_
+  }
+  return "unknown";
+}
+
+/* A survivor's pending operation ended: say how, then leave. */
+static int survivor_reports(hvd_ctx_t *ctx, const opts_t *o, int rank, const char *name,
+                            hvd_req_t *req, hvd_status_t st) {
+  double t = realtime();
+  char line[2048], file[32];
+  snprintf(line, sizeof line, "SURVIVOR rank %d op=%s status=%s t=%.6f error=%s\n", rank, name,
+           status_name(st), t, req ? hvd_req_error(req) : hvd_ctx_error(ctx));
+  snprintf(file, sizeof file, "rank.%d", rank);
+  report(o, file, line);
+  hvd_req_free(req);
+  if (strcmp(o->how, "launcher") == 0)
+    for (;;) sleep_s(1); /* ignores the error: the runtime must end this process */
+  hvd_shutdown(ctx);
+  return 1;
+}
+
+int main(int argc, char **argv) {
+  opts_t o = {.phase = "", .how = "kill", .report = ".", .victim = 0, .count = 16u << 20};
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (v == NULL) {
+      fprintf(stderr, "death_prog: %s needs a value\n", a);
+      return 2;
+    }
+    if (strcmp(a, "--phase") == 0) o.phase = v;
+    else if (strcmp(a, "--how") == 0) o.how = v;
+    else if (strcmp(a, "--report") == 0) o.report = v;
+    else if (strcmp(a, "--victim") == 0) o.victim = atoi(v);
+    else if (strcmp(a, "--count") == 0) o.count = (size_t)strtoull(v, NULL, 10);
+    else if (strcmp(a, "--tag") != 0) {
+      fprintf(stderr, "death_prog: unknown option %s\n", a);
+      return 2;
+    }
+    i++;
+  }
+  if (strcmp(o.how, "kill") != 0 && strcmp(o.how, "exit0") != 0 &&
+      strcmp(o.how, "launcher") != 0) {
+    fprintf(stderr, "death_prog: --how must be kill, exit0 or launcher\n");
+    return 2;
+  }
+  /* hvdrun gone means stdout is a pipe nobody reads: carry on like an application that
+   * ignores SIGPIPE (Python does) so the report file gets written. */
+  if (strcmp(o.how, "launcher") == 0) signal(SIGPIPE, SIG_IGN);
+
+  hvd_ctx_t *ctx;
+  if (hvd_init(&ctx) != HVD_OK) return 3;
+  int rank = hvd_rank(ctx), size = hvd_size(ctx);
+  int victim = rank == o.victim;
+
+  for (int i = 0; i < 2; i++) {
+    char name[32];
+    float x = (float)(rank + 1);
+    snprintf(name, sizeof name, "warm.%d", i);
+    if (hvd_allreduce(ctx, name, &x, &x, 1, HVD_FLOAT32, HVD_SUM) != HVD_OK ||
+        x != (float)(size * (size + 1) / 2)) {
+      fprintf(stderr, "rank %d: warm-up allreduce failed or wrong (%g)\n", rank, (double)x);
+      return 4;
+    }
+  }
+
+  hvd_req_t *req = NULL;
+  hvd_status_t st;
+  if (strcmp(o.phase, "negotiate") == 0 || strcmp(o.phase, "idle") == 0) {
+    int neg = o.phase[0] == 'n';
+    const char *name = neg ? "neg.survivors" : "idle.next";
+    float x = 1;
+    if (victim) {
+      /* With --how launcher the victim lives on; its own pending operation is
+       * "neg.victim", or "idle.killer", which nobody else submits. */
+      name = neg ? "neg.victim" : "idle.killer";
+      if (neg && hvd_allreduce_async(ctx, name, &x, &x, 1, HVD_FLOAT32, HVD_SUM, &req) != HVD_OK)
+        return 5;
+      sleep_s(0.3);
+      victim_acts(&o, rank); /* returns only with --how launcher */
+      if (!neg) {
+        st = hvd_allreduce_async(ctx, name, &x, &x, 1, HVD_FLOAT32, HVD_SUM, &req);
+        if (st != HVD_OK) /* the job already failed: refused at once */
+          return survivor_reports(ctx, &o, rank, name, NULL, st);
+      }
+    } else if (hvd_allreduce_async(ctx, name, &x, &x, 1, HVD_FLOAT32, HVD_SUM, &req) != HVD_OK) {
+      return 5;
+    }
+    st = hvd_wait(req);
+    return survivor_reports(ctx, &o, rank, name, req, st);
+  }
+
+  if (strcmp(o.phase, "ring") != 0) {
+    fprintf(stderr, "death_prog: --phase must be negotiate, ring or idle\n");
+    return 2;
+  }
+  float *buf = malloc(o.count * sizeof *buf);
+  if (buf == NULL) return 6;
+  double step0 = 0;
+  for (int i = 0; i < 200; i++) {
+    char name[32];
+    snprintf(name, sizeof name, "big.%d", i);
+    for (size_t j = 0; j < o.count; j++) buf[j] = 1.0f;
+    double t0 = monotonic();
+    if (hvd_allreduce_async(ctx, name, buf, buf, o.count, HVD_FLOAT32, HVD_SUM, &req) != HVD_OK)
+      return 5;
+    if (victim && i == 1) {
+      sleep_s(0.25 * step0);
+      victim_acts(&o, rank);
+    }
+    st = hvd_wait(req);
+    if (i == 0) step0 = monotonic() - t0;
+    if (st != HVD_OK) return survivor_reports(ctx, &o, rank, name, req, st);
+    if (buf[0] != (float)size || buf[o.count - 1] != (float)size) {
+      fprintf(stderr, "rank %d: %s: wrong result %g\n", rank, name, (double)buf[0]);
+      return 4;
+    }
+    hvd_req_free(req);
+  }
+  /* Nobody died (or the failure never reached this rank): the test fails on this. */
+  return survivor_reports(ctx, &o, rank, "none", NULL, HVD_OK);
+}

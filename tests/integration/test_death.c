@@ -1,0 +1,222 @@
+/*
+ * Rank death, a rank that exits 0 without hvd_shutdown, and hvdrun itself killed
+ * (docs/failures.md): whole np=4 jobs of death_prog under hvdrun.
+ *
+ * death.matrix: rank k in {0, 2 (a middle one), 3 (the last)} dies by SIGKILL or by
+ * exit(0) without hvd_shutdown while the others are (a) negotiating a tensor k never
+ * submits, (b) inside a 64 MiB float32 allreduce, through the shared-memory arena
+ * (the single-host default) and through the ring over libfabric's tcp provider
+ * (HVD_ALLREDUCE_ALGO=ring HVD_OFI_PROVIDER=tcp), or (c) idle in hvd_wait while k
+ * sleeps. Every survivor must report HVD_ERR_ABORTED with
+ * a message naming rank k within 5 s of the death, and print that before hvdrun
+ * stops it; hvdrun must exit non-zero with a last line naming rank k; no process of
+ * the job may be left.
+ *
+ * death.ring_over_shm (skipped unless HVD_TEST_SHM_DEATH=1): the ring over libfabric's
+ * shm provider. A peer that dies while holding the spin lock of a shared-memory region
+ * leaves a survivor spinning inside fi_tsend for ever, where no abort flag can reach it:
+ * a few jobs in a hundred lose a survivor's report (docs/failures.md, "Known
+ * limitation").
+ *
+ * death.hvdrun_killed: a rank SIGKILLs hvdrun mid-allreduce or while idle. Every rank
+ * must see its operation fail within 5 s, naming the lost rendezvous connection to
+ * hvdrun, and be gone within a bounded time although the program ignores the error
+ * and sleeps (the runtime's watchdog ends it).
+ */
+#include <criterion/criterion.h>
+#include <criterion/parameterized.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+#define NP 4
+#define MAX_LATENCY_S 5.0
+/* hvdrun killed: the runtime's watchdog sends SIGTERM 5 s after the connection is
+ * lost and SIGKILL 2 s later (runtime/ctx.c); the rest is slack for a loaded host. */
+#define ORPHAN_BOUND_S 12.0
+
+typedef struct death_case {
+  char phase[16]; /* negotiate, ring, idle */
+  int victim;
+  char how[16];  /* kill, exit0, launcher */
+  char algo[16]; /* HVD_ALLREDUCE_ALGO, "" = default (the arena on one host) */
+  char prov[16]; /* HVD_OFI_PROVIDER, "" = default (shm on one host) */
+} death_case_t;
+
+static char *slurp(const char *path) {
+  FILE *f = fopen(path, "re");
+  if (f == NULL) return NULL;
+  char *buf = calloc(1, 4096);
+  size_t n = fread(buf, 1, 4095, f);
+  buf[n] = '\0';
+  fclose(f);
+  return buf;
+}
+
+/* The value after "key=" in line, up to the next space (error=: to the end of line). */
+static int field(const char *line, const char *key, char *out, size_t size) {
+  char k[32];
+  snprintf(k, sizeof k, " %s=", key);
+  const char *p = strstr(line, k);
+  if (p == NULL) return -1;
+  p += strlen(k);
+  size_t n = strcmp(key, "error") == 0 ? strcspn(p, "\n") : strcspn(p, " \n");
+  if (n >= size) n = size - 1;
+  memcpy(out, p, n);
+  out[n] = '\0';
+  return 0;
+}
+
+static double time_field(const char *line) {
+  char v[64];
+  return field(line, "t", v, sizeof v) == 0 ? atof(v) : -1;
+}
+
+static void describe(const death_case_t *c, char *buf, size_t size) {
+  snprintf(buf, size, "phase %s%s%s%s%s, rank %d, %s", c->phase, c->algo[0] ? " algo=" : "",
+           c->algo, c->prov[0] ? " provider=" : "", c->prov, c->victim,
+           strcmp(c->how, "launcher") == 0 ? "kills hvdrun" : c->how);
+}
+
+/* Wait until no process carries tag; returns the seconds it took, or -1. */
+static double wait_gone(const char *tag, double bound_s) {
+  struct timespec t0, t;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  for (;;) {
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    double s = (double)(t.tv_sec - t0.tv_sec) + (double)(t.tv_nsec - t0.tv_nsec) * 1e-9;
+    if (procs_matching(tag) == 0) return s;
+    if (s > bound_s) return -1;
+    usleep(50000);
+  }
+}
+
+static void run_case(const death_case_t *c) {
+  char what[128], dir[] = "/tmp/hvd-death-XXXXXX", tag[64], cmd[2048], path[4200];
+  char envbuf[2][64];
+  char *env[] = {envbuf[0], envbuf[1], NULL};
+  int launcher = strcmp(c->how, "launcher") == 0;
+  describe(c, what, sizeof what);
+  cr_assert(mkdtemp(dir) != NULL);
+  snprintf(tag, sizeof tag, "death-%d-%s-%d", (int)getpid(), c->how, c->victim);
+  snprintf(envbuf[0], sizeof envbuf[0], "HVD_ALLREDUCE_ALGO=%s", c->algo[0] ? c->algo : "auto");
+  snprintf(envbuf[1], sizeof envbuf[1], "HVD_OFI_PROVIDER=%s", c->prov);
+  snprintf(cmd, sizeof cmd,
+           "exec %s -np %d %s --phase %s --victim %d --how %s --report %s --tag %s",
+           bin_path("hvdrun"), NP, prog_path("death_prog"), c->phase, c->victim, c->how, dir,
+           tag);
+  run_result_t r = run_sh(cmd, env, 60);
+  cr_log_info("[%s] hvdrun: %.2f s, status %d%s; last line: %s", what, r.seconds, r.status,
+              r.exited ? "" : " (signal)", last_line(&r));
+  cr_assert(!r.timed_out, "[%s] hvdrun did not end within 60 s; output:\n%s", what, r.out);
+
+  if (launcher) {
+    cr_assert(!r.exited && r.status == 9, "[%s] hvdrun should have died of SIGKILL (%s %d)",
+              what, r.exited ? "exit" : "signal", r.status);
+    double gone = wait_gone(tag, ORPHAN_BOUND_S);
+    cr_log_info("[%s] every rank gone %.2f s after hvdrun died", what, gone);
+    cr_assert(gone >= 0, "[%s] %d rank processes still running %.0f s after hvdrun died",
+              what, procs_matching(tag), ORPHAN_BOUND_S);
+  } else {
+    char name[32];
+    cr_assert(r.exited && r.status != 0, "[%s] hvdrun must exit non-zero (%s %d); output:\n%s",
+              what, r.exited ? "exit" : "signal", r.status, r.out);
+    cr_assert_eq(r.status, strcmp(c->how, "kill") == 0 ? 128 + 9 : 1,
+                 "[%s] hvdrun's exit status: %d", what, r.status);
+    snprintf(name, sizeof name, "rank %d (host ", c->victim);
+    cr_assert(strstr(last_line(&r), name) != NULL, "[%s] last line must name rank %d: '%s'",
+              what, c->victim, last_line(&r));
+    cr_assert(strstr(last_line(&r), strcmp(c->how, "kill") == 0 ? "SIGKILL" : "status 0") != NULL,
+              "[%s] last line must say how rank %d ended: '%s'", what, c->victim, last_line(&r));
+    cr_assert_eq(wait_gone(tag, 2.0) >= 0, 1, "[%s] %d rank processes left after hvdrun exited",
+                 what, procs_matching(tag));
+  }
+
+  snprintf(path, sizeof path, "%s/death", dir);
+  char *death = slurp(path);
+  cr_assert(death != NULL, "[%s] the victim never reached its moment; output:\n%s", what, r.out);
+  double t_death = time_field(death);
+  for (int k = 0; k < NP; k++) {
+    char status[64], error[1024], op[64], want[64], line_start[64];
+    if (k == c->victim && !launcher) continue;
+    snprintf(path, sizeof path, "%s/rank.%d", dir, k);
+    char *line = slurp(path);
+    cr_assert(line != NULL, "[%s] rank %d reported nothing; output:\n%s", what, k, r.out);
+    cr_assert(field(line, "status", status, sizeof status) == 0 &&
+                  field(line, "error", error, sizeof error) == 0 &&
+                  field(line, "op", op, sizeof op) == 0,
+              "[%s] rank %d: malformed report '%s'", what, k, line);
+    double latency = time_field(line) - t_death;
+    cr_log_info("[%s] rank %d: %s %s after %.3f s: %s", what, k, op, status, latency, error);
+    cr_assert_str_eq(status, "HVD_ERR_ABORTED", "[%s] rank %d: %s", what, k, line);
+    /* The victim died during big.1 (not after it completed, in the next negotiation). */
+    if (strcmp(c->phase, "ring") == 0)
+      cr_assert_str_eq(op, "big.1", "[%s] rank %d failed in %s, not the allreduce the death "
+                       "interrupted", what, k, op);
+    if (launcher) {
+      cr_assert(strstr(error, "lost connection to the rendezvous server") != NULL &&
+                    strstr(error, "hvdrun") != NULL,
+                "[%s] rank %d must name the lost connection to hvdrun: '%s'", what, k, error);
+    } else {
+      snprintf(want, sizeof want, "rank %d (host ", c->victim);
+      cr_assert(strstr(error, want) != NULL, "[%s] rank %d's error must name rank %d: '%s'",
+                what, k, c->victim, error);
+      /* Printed before hvdrun stopped it: the line went through hvdrun. */
+      snprintf(line_start, sizeof line_start, "SURVIVOR rank %d ", k);
+      cr_assert_eq(count_in(&r, line_start), 1, "[%s] rank %d's report is not in hvdrun's output",
+                   what, k);
+    }
+    cr_assert(latency >= 0 && latency < MAX_LATENCY_S,
+              "[%s] rank %d learned of it %.3f s after the death (bound %.0f s)", what, k,
+              latency, MAX_LATENCY_S);
+    free(line);
+    unlink(path);
+  }
+  free(death);
+  snprintf(path, sizeof path, "%s/death", dir);
+  unlink(path);
+  rmdir(dir);
+  run_free(&r);
+}
+
+#define CASE(p, v, h, a, pr) {p, v, h, a, pr}
+#define VICTIMS(p, h, a, pr) CASE(p, 0, h, a, pr), CASE(p, 2, h, a, pr), CASE(p, 3, h, a, pr)
+#define BOTH(p, a, pr) VICTIMS(p, "kill", a, pr), VICTIMS(p, "exit0", a, pr)
+
+ParameterizedTestParameters(death, matrix) {
+  static death_case_t cases[] = {
+      BOTH("negotiate", "", ""),
+      BOTH("ring", "", ""),
+      BOTH("ring", "ring", "tcp"),
+      BOTH("idle", "", ""),
+  };
+  return cr_make_param_array(death_case_t, cases, sizeof cases / sizeof cases[0]);
+}
+
+ParameterizedTest(death_case_t *c, death, matrix, .timeout = 90) { run_case(c); }
+
+ParameterizedTestParameters(death, ring_over_shm) {
+  static death_case_t cases[] = {BOTH("ring", "ring", "shm")};
+  return cr_make_param_array(death_case_t, cases, sizeof cases / sizeof cases[0]);
+}
+
+ParameterizedTest(death_case_t *c, death, ring_over_shm, .timeout = 90) {
+  if (getenv("HVD_TEST_SHM_DEATH") == NULL)
+    cr_skip_test("known limitation (docs/failures.md); HVD_TEST_SHM_DEATH=1 runs it");
+  run_case(c);
+}
+
+ParameterizedTestParameters(death, hvdrun_killed) {
+  static death_case_t cases[] = {
+      CASE("ring", 0, "launcher", "", ""),
+      CASE("ring", 2, "launcher", "ring", "tcp"),
+      CASE("idle", 3, "launcher", "", ""),
+  };
+  return cr_make_param_array(death_case_t, cases, sizeof cases / sizeof cases[0]);
+}
+
+ParameterizedTest(death_case_t *c, death, hvdrun_killed, .timeout = 90) { run_case(c); }
