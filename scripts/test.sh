@@ -21,8 +21,16 @@ scripts/setup.sh build || exit 1
 scripts/setup.sh build-asan -DHVD_ASAN=ON -DHVD_UBSAN=ON >/dev/null || exit 1
 HVD_BUILD_TARGETS="hvdrun runtime_check timeline_prog" scripts/setup.sh build-tsan -DHVD_TSAN=ON >/dev/null || exit 1
 
-# Stale shm regions from killed jobs of earlier runs would only waste /dev/shm.
-find /dev/shm -maxdepth 1 -user "$(id -u)" -name '*:*:*' -mmin +60 -delete 2>/dev/null || true
+# libfabric's shm provider names its region /dev/shm/<pid>:<n>:<n>; one left by a killed
+# process makes a new process that gets the same pid fail fi_enable with EBUSY (forced
+# shm fails; otherwise that rank silently uses tcp). On a machine where jobs were killed
+# (a developer's, or CI right after one) there are hundreds: remove every one whose
+# process is gone.
+for f in /dev/shm/[0-9]*:*:*; do
+  p=${f#/dev/shm/}
+  p=${p%%:*}
+  if [ -O "$f" ] && [ ! -d "/proc/$p" ]; then rm -f "$f"; fi
+done
 
 echo "== builds finished in $(( $(date +%s) - start )) s"
 passed=0
