@@ -83,6 +83,8 @@ hvd_status_t hvd_allgatherv_shm(hvd_comm_t *c, const void *sendbuf, void *recvbu
                                 const size_t *counts, hvd_dtype_t dtype);
 hvd_status_t hvd_reducescatter_shm(hvd_comm_t *c, const void *sendbuf, void *recvbuf,
                                    const size_t *counts, hvd_dtype_t dtype, hvd_op_t op);
+/* Barrier through the arena: one round of counters, no data. */
+hvd_status_t hvd_barrier_shm(hvd_comm_t *c);
 
 /* Broadcast count elements of buf from member root to every member (in place).
  * count, dtype, root equal on every rank. Binomial tree: ceil(log2 n) steps, the

@@ -153,6 +153,10 @@ hvd_status_t hvd_coll_broadcast(hvd_comm_t *c, hvd_algo_t algo, int remote, void
   return hvd_broadcast_binomial(c, buf, count, dtype, root);
 }
 
+hvd_status_t hvd_coll_barrier(hvd_comm_t *c) {
+  return c->arena != NULL ? hvd_barrier_shm(c) : hvd_barrier_dissemination(c);
+}
+
 hvd_algo_t hvd_reducescatter_algo(const hvd_comm_t *c, hvd_algo_t algo) {
   return resolve(HVD_COLL_REDUCESCATTER, c, algo, 0, 0);
 }

@@ -75,6 +75,9 @@ hvd_algo_t hvd_broadcast_algo(const hvd_comm_t *c, hvd_algo_t algo, size_t bytes
 hvd_status_t hvd_coll_broadcast(hvd_comm_t *c, hvd_algo_t algo, int remote, void *buf,
                                 size_t count, hvd_dtype_t dtype, int root);
 
+/* Barrier: the arena's when the communicator has one, else dissemination. */
+hvd_status_t hvd_coll_barrier(hvd_comm_t *c);
+
 /* Reduce-scatter: the arena (shm) when the communicator has one and algo is AUTO or
  * SHM, else the ring. */
 hvd_algo_t hvd_reducescatter_algo(const hvd_comm_t *c, hvd_algo_t algo);

@@ -19,6 +19,7 @@
  *   of every member's block (piece j of the slot = block j), so all members reduce
  *   at once. Member r reduces its piece from all n slots, in member order, straight
  *   into recvbuf.
+ * Barrier: one round with no data: publish POSTED, wait for everyone's.
  * Every member runs the same rounds (the counts are equal everywhere), including
  * those in which it has nothing to copy, and ends each with GATHERED.
  */
@@ -38,6 +39,15 @@
 static size_t piece(size_t count, size_t per, size_t k) {
   size_t off = k * per;
   return off >= count ? 0 : HVD_MIN(per, count - off);
+}
+
+hvd_status_t hvd_barrier_shm(hvd_comm_t *c) {
+  c->seq++;
+  const uint64_t g = ++c->arena_seq;
+  hvd_shm_publish(c->arena, HVD_SHM_POSTED, g);
+  HVD_CHECK(hvd_shm_wait_all(c, HVD_SHM_POSTED, g));
+  hvd_shm_publish(c->arena, HVD_SHM_GATHERED, g);
+  return HVD_OK;
 }
 
 hvd_status_t hvd_broadcast_shm(hvd_comm_t *c, void *buf, size_t count, hvd_dtype_t dtype,

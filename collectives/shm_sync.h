@@ -12,13 +12,31 @@
  * reached g - 2 (nobody still reads the previous use of that slot), and stores
  * GATHERED = g at the end of every round it takes part in, whether it read anything
  * or not, so that rule holds across algorithms. Stores are release, loads acquire.
+ *
+ * Waiting: spin first (HVD_SHM_SPIN_NS when every local rank can have a core: a
+ * peer's chunk takes tens of µs to copy; only HVD_SHM_SPINS_MIN pauses when ranks
+ * outnumber cores, since the peer we wait for may need this very core, and then
+ * sched_yield() for up to HVD_SHM_YIELD_NS: the cheapest hand-over to a co-located
+ * peer), then block in futex(2) on the counter's word in shared memory. A blocked
+ * waiter counts itself in the owner's waiter count for that counter (counter line +
+ * HVD_SHM_WAITERS); a publish that sees a waiter wakes them (a store, a fence, and a
+ * load when nobody waits). Blocking bounds what yielding alone cannot: a yield does
+ * not run the peer while the scheduler considers the yielder the only eligible task
+ * (EEVDF), which left oversubscribed ranks polling for a time slice (medians of
+ * 300 µs in some runs). The futex sleeps time out every HVD_SHM_SLEEP_NS to check the
+ * abort flag.
  */
 #ifndef HVD_COLLECTIVES_SHM_SYNC_H
 #define HVD_COLLECTIVES_SHM_SYNC_H
 
+#include <limits.h>
+#include <linux/futex.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdint.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "collectives/comm.h"
 #include "common/util.h"
@@ -26,59 +44,63 @@
 #include "transport/transport.h"
 
 enum { HVD_SHM_POSTED = 0, HVD_SHM_REDUCED = 1, HVD_SHM_GATHERED = 2 };
+/* Counter line k + HVD_SHM_WAITERS holds how many members sleep on counter k. */
+#define HVD_SHM_WAITERS 4
 
-/* How long a waiting member spins before it yields: HVD_SHM_SPIN_NS when every local
- * rank can have a core (a peer's chunk takes tens of µs to copy, and on a busy host a
- * yield hands the core to another process for a whole time slice), only
- * HVD_SHM_SPINS_MIN pauses (~10-30 ns each) when ranks outnumber cores (the peer we
- * wait for may need this very core). */
 #define HVD_SHM_SPIN_NS 50000ull
 #define HVD_SHM_SPINS_MIN 16u
-/* After this long, yielding turns into sleeps growing to 1 ms. */
-#define HVD_SHM_YIELD_NS 5000000ull
+#define HVD_SHM_YIELD_NS 200000ull
+#define HVD_SHM_SLEEP_NS 2000000l
+
+/* The futex word of a counter: its low 32 bits (x86-64 is little-endian). Counters
+ * grow by one per round, so the word changes whenever the counter does. */
+static inline uint32_t *hvd_shm_word(_Atomic uint64_t *v) { return (uint32_t *)(void *)v; }
 
 static inline void hvd_shm_publish(const hvd_arena_t *a, int counter, uint64_t g) {
-  atomic_store_explicit(&hvd_arena_ctrl(a, a->me)->c[counter].v, g, memory_order_release);
+  hvd_arena_ctrl_t *me = hvd_arena_ctrl(a, a->me);
+  atomic_store_explicit(&me->c[counter].v, g, memory_order_release);
+  atomic_thread_fence(memory_order_seq_cst); /* the store before the waiter-count load */
+  if (atomic_load_explicit(&me->c[counter + HVD_SHM_WAITERS].v, memory_order_relaxed) != 0)
+    syscall(SYS_futex, hvd_shm_word(&me->c[counter].v), FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
 }
 
 static inline int hvd_shm_reached(const hvd_arena_t *a, int j, int counter, uint64_t g) {
   return atomic_load_explicit(&hvd_arena_ctrl(a, j)->c[counter].v, memory_order_acquire) >= g;
 }
 
-/* Wait until member j's counter reaches at_least. Spins (see above), then yields
- * (several ranks may share a core), then sleeps with a growing interval up to 1 ms;
- * gives up with HVD_ERR_ABORTED when the transport's abort flag is set (a peer died:
- * the launcher told us). */
+/* Wait until member j's counter reaches at_least (see above); HVD_ERR_ABORTED when
+ * the transport's abort flag is set (a peer died: the launcher told us). */
 static inline hvd_status_t hvd_shm_wait(const hvd_comm_t *c, int j, int counter,
                                         uint64_t at_least) {
   const hvd_arena_t *a = c->arena;
   if (hvd_shm_reached(a, j, counter, at_least)) return HVD_OK;
   const uint64_t start = hvd_now_ns();
-  long sleep_ns = 1000;
-  int spinning = 1;
   for (unsigned spins = 0;; spins++) {
     if (hvd_shm_reached(a, j, counter, at_least)) return HVD_OK;
-    if (spinning) {
-      if (spins < HVD_SHM_SPINS_MIN ||
-          (!a->oversubscribed && ((spins & 63) != 0 || hvd_now_ns() - start < HVD_SHM_SPIN_NS))) {
-        __builtin_ia32_pause();
-        continue;
-      }
-      spinning = 0;
-    }
-    if ((spins & 63) == 0 && c->tp && c->tp->abort && atomic_load(c->tp->abort)) {
+    if (spins < HVD_SHM_SPINS_MIN ||
+        (!a->oversubscribed && ((spins & 63) != 0 || hvd_now_ns() - start < HVD_SHM_SPIN_NS)))
+      __builtin_ia32_pause();
+    else if (a->oversubscribed && hvd_now_ns() - start < HVD_SHM_YIELD_NS)
+      sched_yield();
+    else
+      break;
+  }
+  hvd_arena_ctrl_t *owner = hvd_arena_ctrl(a, j);
+  _Atomic uint64_t *v = &owner->c[counter].v, *waiters = &owner->c[counter + HVD_SHM_WAITERS].v;
+  for (;;) {
+    if (c->tp && c->tp->abort && atomic_load(c->tp->abort)) {
       hvd_err_set(&c->tp->err, "aborted while waiting for local rank %d (shared memory)",
                   a->ranks[j]);
       return HVD_ERR_ABORTED;
     }
-    uint64_t waited = hvd_now_ns() - start;
-    if (waited < HVD_SHM_YIELD_NS) {
-      sched_yield();
-    } else {
-      struct timespec ts = {0, sleep_ns};
-      nanosleep(&ts, NULL);
-      if (sleep_ns < 1000000) sleep_ns *= 2;
+    atomic_fetch_add(waiters, 1); /* seq_cst: before the counter load below */
+    uint64_t cur = atomic_load(v);
+    if (cur < at_least) {
+      struct timespec ts = {0, HVD_SHM_SLEEP_NS};
+      syscall(SYS_futex, hvd_shm_word(v), FUTEX_WAIT, (uint32_t)cur, &ts, NULL, 0);
     }
+    atomic_fetch_sub(waiters, 1);
+    if (hvd_shm_reached(a, j, counter, at_least)) return HVD_OK;
   }
 }
 

@@ -71,6 +71,7 @@ static int other_collectives(hvd_comm_t *c, int rank, int n, size_t slot) {
       const size_t room = (total > cnt ? total : cnt) * es + 8;
       char *buf = malloc(room), *in = malloc(room);
       float tick = 1;
+      if (hvd_barrier_shm(c) != HVD_OK) return bad + 1000;
       /* broadcast from every root */
       for (int root = 0; root < n; root++) {
         for (size_t i = 0; i < cnt; i++) put(buf, i, dt, rank == root ? val(i, root) : 99);

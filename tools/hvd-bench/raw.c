@@ -105,7 +105,7 @@ static hvd_status_t on_bg(hvd_comm_t *c, void *arg) {
   double est = 1e30;
   long warm = j->o->warmup > 0 ? j->o->warmup : (j->iters > 0 ? 0 : 1);
   for (long w = 0; w < warm; w++) {
-    if (j->barrier) STEP("barrier", hvd_barrier_dissemination(c));
+    if (j->barrier) STEP("barrier", hvd_coll_barrier(c));
     double t0 = bench_now();
     STEP("warmup", run_once(c, j));
     double dt = bench_now() - t0;
@@ -120,7 +120,7 @@ static hvd_status_t on_bg(hvd_comm_t *c, void *arg) {
   if (iters > j->cap) iters = j->cap;
 
   for (long i = 0; i < iters; i++) {
-    if (j->barrier) STEP("barrier", hvd_barrier_dissemination(c));
+    if (j->barrier) STEP("barrier", hvd_coll_barrier(c));
     double t0 = bench_now();
     STEP("timed run", run_once(c, j));
     j->t[i] = bench_now() - t0;
@@ -136,7 +136,7 @@ static hvd_status_t on_bg(hvd_comm_t *c, void *arg) {
   if (j->check) {
     if (j->coll != BENCH_BROADCAST || c->rank != j->o->root)
       bench_fill_sentinel(j->b->recv, j->o->dtype, out_elems(j, n));
-    STEP("barrier", hvd_barrier_dissemination(c));
+    STEP("barrier", hvd_coll_barrier(c));
     STEP("checked run", run_once(c, j));
     double bad = (double)bench_check(j->coll, j->b->recv, j->o->dtype, j->o->op, c->rank, n,
                                      j->count, j->o->root);

@@ -168,7 +168,7 @@ static hvd_status_t run_job(hvd_comm_t *c, void *arg) {
     }
   case C_REDUCESCATTER: return hvd_coll_reducescatter(c, j->algo, j->in, j->out, j->c1, j->dt, j->op);
   case C_ALLTOALLV: return hvd_alltoallv_pairwise(c, j->in, j->c1, j->d1, j->out, j->c2, j->d2, j->dt);
-  case C_BARRIER: return hvd_barrier_dissemination(c);
+  case C_BARRIER: return hvd_coll_barrier(c); /* the arena's, or dissemination */
   }
   return HVD_ERR_INVALID_PARAM;
 }
