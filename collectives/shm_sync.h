@@ -19,8 +19,8 @@
  * sched_yield() for up to HVD_SHM_YIELD_NS: the cheapest hand-over to a co-located
  * peer), then block in futex(2) on the counter's word in shared memory. A blocked
  * waiter counts itself in the owner's waiter count for that counter (counter line +
- * HVD_SHM_WAITERS); a publish that sees a waiter wakes them (a store, a fence, and a
- * load when nobody waits). Blocking bounds what yielding alone cannot: a yield does
+ * HVD_SHM_WAITERS); a publish that sees a waiter wakes them (a seq_cst store and load
+ * when nobody waits). Blocking bounds what yielding alone cannot: a yield does
  * not run the peer while the scheduler considers the yielder the only eligible task
  * (EEVDF), which left oversubscribed ranks polling for a time slice (medians of
  * 300 µs in some runs). The futex sleeps time out every HVD_SHM_SLEEP_NS to check the
@@ -58,9 +58,11 @@ static inline uint32_t *hvd_shm_word(_Atomic uint64_t *v) { return (uint32_t *)(
 
 static inline void hvd_shm_publish(const hvd_arena_t *a, int counter, uint64_t g) {
   hvd_arena_ctrl_t *me = hvd_arena_ctrl(a, a->me);
-  atomic_store_explicit(&me->c[counter].v, g, memory_order_release);
-  atomic_thread_fence(memory_order_seq_cst); /* the store before the waiter-count load */
-  if (atomic_load_explicit(&me->c[counter + HVD_SHM_WAITERS].v, memory_order_relaxed) != 0)
+  /* seq_cst store and load (not a release store and a fence, which TSan does not
+   * model): with the waiter's seq_cst increment and load, either it sees the new
+   * value or we see it counted. */
+  atomic_store_explicit(&me->c[counter].v, g, memory_order_seq_cst);
+  if (atomic_load_explicit(&me->c[counter + HVD_SHM_WAITERS].v, memory_order_seq_cst) != 0)
     syscall(SYS_futex, hvd_shm_word(&me->c[counter].v), FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
 }
 
