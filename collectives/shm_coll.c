@@ -4,10 +4,14 @@
  * no system calls, one synchronisation (a POSTED counter) per round instead of a
  * libfabric rendezvous per chunk. Rounds, counters and waiting: collectives/shm_sync.h.
  *
- * Broadcast: per chunk of a quarter slot, the root copies the chunk into its slot and
- *   publishes POSTED; every other member copies it out. Each member moves S bytes.
- *   With cross-memory reads and at least HVD_SHM_CMA_BYTES, the others read the
- *   root's buffer directly instead, and the root returns once all have.
+ * Broadcast: per chunk (a quarter of the vector, 4 KiB to a quarter slot), the root
+ *   copies the chunk into its slot and publishes POSTED; every other member copies it
+ *   out, while the root already fills the next chunk. From HVD_SHM_CMA_BYTES to below
+ *   HVD_SHM_BCAST_CMA_MAX, with cross-memory reads, the others read the root's buffer
+ *   with process_vm_readv instead (one copy) and the root returns once all have: the
+ *   pipelined copies need the data to move between the cores' caches twice, which
+ *   costs 2-3x when this VM's two vCPUs sit far apart (docs/performance.md); from
+ *   1 MiB the pipeline's two cores copying at once win either way.
  * Allgatherv: round k carries the k-th slot-sized chunk of every member's block: each
  *   member with data left copies its chunk into its slot, and everyone copies the
  *   others' chunks to their places in recvbuf (its own block straight from sendbuf).
@@ -33,8 +37,10 @@
 
 /* Smallest block (bytes) an allgatherv, and vector a broadcast, reads with
  * process_vm_readv rather than through the slots; measured in docs/performance.md
- * ("same-host arena: single copy"). */
+ * ("Same-host arena: thresholds"). */
 #define HVD_SHM_CMA_BYTES (8u * 1024)
+/* Broadcasts from this size go through the slots even with cross-memory reads. */
+#define HVD_SHM_BCAST_CMA_MAX (1024u * 1024)
 
 static size_t piece(size_t count, size_t per, size_t k) {
   size_t off = k * per;
@@ -57,7 +63,7 @@ hvd_status_t hvd_broadcast_shm(hvd_comm_t *c, void *buf, size_t count, hvd_dtype
   const size_t es = hvd_dtype_size(dtype);
   char *b = buf;
   c->seq++;
-  if (a->cma && count * es >= HVD_SHM_CMA_BYTES) {
+  if (a->cma && count * es >= HVD_SHM_CMA_BYTES && count * es < HVD_SHM_BCAST_CMA_MAX) {
     const uint64_t g = ++c->arena_seq;
     if (me == root) {
       hvd_arena_ctrl(a, me)->buf = (uint64_t)(uintptr_t)buf;
@@ -71,8 +77,10 @@ hvd_status_t hvd_broadcast_shm(hvd_comm_t *c, void *buf, size_t count, hvd_dtype
     hvd_shm_publish(a, HVD_SHM_GATHERED, g);
     return HVD_OK;
   }
-  /* Quarter slots: the root fills the next chunk while the others copy this one out. */
-  const size_t chunk = HVD_MAX(a->slot_bytes / 4 / es, 1);
+  /* At least four chunks (of 4 KiB to a quarter slot), so that the root fills the next
+   * one while the others copy this one out: two cores copying at once. */
+  const size_t chunk =
+      HVD_MAX(HVD_MIN(a->slot_bytes / 4, HVD_MAX(count * es / 4, (size_t)4096)) / es, 1);
   for (size_t off = 0; off < count; off += chunk) {
     const size_t len = HVD_MIN(chunk, count - off);
     const uint64_t g = ++c->arena_seq;

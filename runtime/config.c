@@ -54,16 +54,21 @@ static const hvd_config_field_t fields[] = {
     {"HVD_STALL_CHECK_DISABLE", "HOROVOD_STALL_CHECK_DISABLE", HVD_CFG_BOOL, "0", 0, 1,
      OFF(stall_check_disable), "disable the stall inspector", NULL},
     {"HVD_SPIN_US", NULL, HVD_CFG_DOUBLE, "200", 0, 1000000, OFF(spin_us),
-     "microseconds an idle background thread polls before it starts to sleep", NULL},
+     "microseconds the background thread polls, while a tensor of this rank is in "
+     "flight, before it yields and then sleeps (with nothing in flight it sleeps at once)",
+     NULL},
     {"HVD_ALLREDUCE_ALGO", NULL, HVD_CFG_STRING, "auto", 0, 0, OFF(allreduce_algo),
-     "allreduce algorithm: auto (by size, from the selection table), ring, tree, rd, shm "
-     "(the same-host shared-memory arena)", HVD_ALLREDUCE_ALGO_CHOICES},
+     "allreduce algorithm: auto (shm when every rank is on one host, else by size from the "
+     "selection table), ring, tree, rd, shm (the same-host shared-memory arena)",
+     HVD_ALLREDUCE_ALGO_CHOICES},
     {"HVD_ALLGATHER_ALGO", NULL, HVD_CFG_STRING, "auto", 0, 0, OFF(allgather_algo),
-     "allgather algorithm: auto (by gathered size, from the selection table), ring, bruck",
+     "allgather algorithm: auto (shm when every rank is on one host, else by gathered size "
+     "from the selection table), ring, bruck, shm",
      HVD_ALLGATHER_ALGO_CHOICES},
     {"HVD_BROADCAST_ALGO", NULL, HVD_CFG_STRING, "auto", 0, 0, OFF(broadcast_algo),
-     "broadcast algorithm: auto (by size, from the selection table), tree (binomial), "
-     "scatter_ring (scatter + ring allgather)", HVD_BROADCAST_ALGO_CHOICES},
+     "broadcast algorithm: auto (shm when every rank is on one host, else by size from the "
+     "selection table), tree (binomial), scatter_ring (scatter + ring allgather), shm",
+     HVD_BROADCAST_ALGO_CHOICES},
     {"HVD_TIMELINE", "HOROVOD_TIMELINE", HVD_CFG_STRING, "", 0, 0, OFF(timeline),
      "write a Chrome trace of every tensor to this file (rank 0; see HVD_TIMELINE_ALL_RANKS)", NULL},
     {"HVD_TIMELINE_MARK_CYCLES", "HOROVOD_TIMELINE_MARK_CYCLES", HVD_CFG_BOOL, "0", 0, 1,
@@ -73,8 +78,8 @@ static const hvd_config_field_t fields[] = {
     {"HVD_TIMELINE_MAX_MB", NULL, HVD_CFG_DOUBLE, "0", 0, 1048576, OFF(timeline_max_mb),
      "cap on the timeline file size in MiB (the file then ends with a marker); 0 = none", NULL},
     {"HVD_SHM_ARENA", NULL, HVD_CFG_BOOL, "1", 0, 1, OFF(shm_arena),
-     "when every rank is on one host, reduce through a shared-memory arena (off: always "
-     "through libfabric)", NULL},
+     "when every rank is on one host, run allreduce, allgather, broadcast and "
+     "reduce-scatter through a shared-memory arena (off: always through libfabric)", NULL},
     {"HVD_SHM_CHUNK", NULL, HVD_CFG_BYTES, "256K", 4096, 1073741824.0, OFF(shm_chunk),
      "bytes per shared-memory arena slot (the pipelining chunk)", NULL},
     {"HVD_REDUCE_ISA", NULL, HVD_CFG_STRING, "auto", 0, 0, OFF(reduce_isa),
