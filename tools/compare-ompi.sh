@@ -13,9 +13,11 @@
 # pasted into docs/performance.md (also written to OUT/compare.md).
 # Open MPI runs with its defaults (pml ob1 + btl vader on one host); --ucx adds a
 # third column set with --mca pml ucx. np > cores uses --oversubscribe.
-# hvdrun binds no rank by default (--bind-to none) while Open MPI binds each rank to
-# a core when np <= cores: --pinned adds a third run per round, "hvd-pinned", each rank
-# started under taskset -c (local rank mod cores), to separate placement from the rest.
+# hvdrun's default binding (--bind-to auto) gives each local rank its share of the
+# cores (one core each when np <= cores, none when ranks outnumber cores), as Open MPI
+# binds each rank to a core when np <= cores. --pinned adds a third run per round,
+# "hvd-pinned", each rank started under taskset -c (local rank mod cores), which also
+# pins oversubscribed ranks.
 # RUN_TIMEOUT (seconds, default 1800) bounds each benchmark run.
 #
 # Selection (--selection): allreduce with -a ring, tree and rd interleaved, R rounds,
@@ -46,7 +48,7 @@ PINNED=0
 PIN=0
 RUN_TIMEOUT=${RUN_TIMEOUT:-1800} # seconds per benchmark run; a hung run fails the script
 
-usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
