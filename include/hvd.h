@@ -143,7 +143,9 @@ HVD_EXPORT hvd_status_t hvd_init(hvd_ctx_t **out);
  * HVD_ERR_SHUTDOWN, wait (bounded) for the other ranks to reach shutdown, and free
  * the context. Requests obtained from ctx stay valid (completed) until freed.
  * Must not be called while another thread still uses ctx. Never hangs: the wait for
- * peers is bounded by HVD_SHUTDOWN_TIMEOUT_SECONDS (default 30).
+ * peers is bounded by HVD_SHUTDOWN_TIMEOUT_SECONDS (default 30); after the job failed,
+ * a background thread stuck in the transport is waited for until 1 s after the
+ * failure, then left behind with the context (docs/failures.md).
  * Returns HVD_OK, or the first error the job saw (still freeing everything).
  * ctx may be NULL (no-op). ctx is freed: calling hvd_shutdown twice, or anything else
  * on ctx afterwards, is undefined.
@@ -183,7 +185,9 @@ HVD_EXPORT const char *hvd_req_error(const hvd_req_t *req);
 /* Free a request. If the operation is still running, waits for it first (the library
  * still uses the caller's buffers until then). req may be NULL. Freeing a request
  * twice is undefined (see the top of this file); a completion callback freeing its
- * own request is refused with a log line (the request stays allocated). */
+ * own request is refused with a log line (the request stays allocated). A request
+ * that failed after the job failed while the background thread was stuck in the
+ * transport is freed once that thread lets go of it, or leaked if it never does. */
 HVD_EXPORT void hvd_req_free(hvd_req_t *req);
 
 /* ---- allreduce --------------------------------------------------------------------- */
@@ -220,7 +224,8 @@ HVD_EXPORT hvd_status_t hvd_allreduce(hvd_ctx_t *ctx, const char *name,
 
 /* ---- every collective, with all options -------------------------------------------- */
 
-/* Called once when a request finishes, on the rank's background thread, before
+/* Called once when a request finishes, on the rank's background thread (after the job
+ * failed, possibly on its liveness thread: docs/failures.md), before
  * hvd_wait() returns for it. It may read the request (hvd_req_error, hvd_req_output)
  * and signal other threads; it must not block, must not call hvd_wait/hvd_req_free on
  * this request, and must not submit new operations synchronously (async is fine). */

@@ -4,11 +4,15 @@
  * touches the transport. Argument errors fail synchronously with a log line naming
  * the argument.
  */
+#include <limits.h>
+#include <linux/futex.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "collectives/reduce.h"
 #include "common/log.h"
@@ -106,20 +110,45 @@ static void req_destroy(hvd_req_t *r) {
   free(r);
 }
 
+/* Waiters sleep in futex(2) on `done` itself (wait_done), woken after r->mu is
+ * released: a waiter woken while we still held it would preempt us (it often shares
+ * our core), block on the mutex and switch back, two extra switches per request. The
+ * wake may come after the waiter freed r: a private futex wake only hashes the
+ * address, and a request allocated there meanwhile sees a spurious wake-up, which its
+ * waiter's loop absorbs. */
+static void wake_done(atomic_int *done) {
+  syscall(SYS_futex, (int *)done, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+}
+
+/* Between hvd_req_batch_begin and _end (the background thread executing one
+ * response) wake-ups wait until every request of the batch is done: a waiter woken
+ * at the first would run on our core, find the next one not done, sleep again, and
+ * so on, two switches per fused tensor. */
+#define WAKE_BATCH_MAX 256
+static _Thread_local int batch_depth, batch_n;
+static _Thread_local atomic_int *batch_wake[WAKE_BATCH_MAX];
+
+void hvd_req_batch_begin(void) { batch_depth++; }
+
+void hvd_req_batch_end(void) {
+  if (--batch_depth > 0) return;
+  for (int i = 0; i < batch_n; i++) wake_done(batch_wake[i]);
+  batch_n = 0;
+}
+
 void hvd_req_finish(hvd_req_t *r) {
   atomic_store_explicit(&r->finished, 1, memory_order_release);
   if (r->callback) r->callback(r, r->status, r->callback_arg);
   pthread_mutex_lock(&r->mu);
   atomic_store_explicit(&r->done, 1, memory_order_release);
-  pthread_cond_broadcast(&r->cv);
   pthread_mutex_unlock(&r->mu);
+  if (batch_depth > 0 && batch_n < WAKE_BATCH_MAX) batch_wake[batch_n++] = &r->done;
+  else wake_done(&r->done);
 }
 
-void hvd_entry_complete(hvd_ctx_t *ctx, hvd_entry_t *e, hvd_status_t st, const char *msg) {
+/* Record one entry's outcome; the request finishes with its last entry. */
+static void entry_finish(hvd_ctx_t *ctx, hvd_entry_t *e, hvd_status_t st, const char *msg) {
   hvd_req_t *r = e->req;
-  pthread_mutex_lock(&ctx->mu);
-  hvd_strmap_del(&ctx->inflight, e->key);
-  pthread_mutex_unlock(&ctx->mu);
   atomic_fetch_add(&ctx->st_completed, 1);
   if (st != HVD_OK) {
     pthread_mutex_lock(&r->mu);
@@ -130,6 +159,68 @@ void hvd_entry_complete(hvd_ctx_t *ctx, hvd_entry_t *e, hvd_status_t st, const c
     pthread_mutex_unlock(&r->mu);
   }
   if (atomic_fetch_sub(&r->remaining, 1) == 1) hvd_req_finish(r);
+}
+
+/* An entry is completed by whoever takes it out of ctx->inflight: the background
+ * thread here, or hvd_fail_stranded, which got there first (then this is a no-op and
+ * the request is held, so its memory is still there). */
+void hvd_entry_complete(hvd_ctx_t *ctx, hvd_entry_t *e, hvd_status_t st, const char *msg) {
+  pthread_mutex_lock(&ctx->mu);
+  int mine = hvd_strmap_get(&ctx->inflight, e->key) == e;
+  if (mine) hvd_strmap_del(&ctx->inflight, e->key);
+  pthread_mutex_unlock(&ctx->mu);
+  if (mine) entry_finish(ctx, e, st, msg);
+}
+
+int hvd_fail_stranded(hvd_ctx_t *ctx) {
+  int n = 0;
+  /* Callbacks run on this thread now: blocking calls made from them must fail as they
+   * do on the background thread (waiting here would stop the rescue). */
+  hvd_ctx_t *self = hvd_bg_self;
+  hvd_bg_self = ctx;
+  for (;;) {
+    const char *k;
+    void *v = NULL;
+    pthread_mutex_lock(&ctx->mu);
+    if (ctx->bg_exited || hvd_strmap_next(&ctx->inflight, 0, &k, &v) == 0) {
+      pthread_mutex_unlock(&ctx->mu);
+      break;
+    }
+    hvd_entry_t *e = v;
+    hvd_req_t *r = e->req;
+    hvd_strmap_del(&ctx->inflight, k);
+    pthread_mutex_lock(&r->mu);
+    if (!r->held) {
+      r->held = 1;
+      r->stranded_next = ctx->stranded;
+      ctx->stranded = r;
+    }
+    pthread_mutex_unlock(&r->mu);
+    pthread_mutex_unlock(&ctx->mu);
+    if (n++ == 0)
+      HVD_WARN("'%s' and what else is pending did not fail %d ms after the job failed (the "
+               "background thread is stuck, likely in the transport); failing them now",
+               e->meta.name, HVD_STRANDED_GRACE_MS);
+    entry_finish(ctx, e, HVD_ERR_ABORTED, ctx->abort_msg);
+  }
+  hvd_bg_self = self;
+  return n;
+}
+
+void hvd_release_stranded(hvd_ctx_t *ctx) {
+  pthread_mutex_lock(&ctx->mu);
+  /* An entry still queued is the background thread's until it takes the queue. */
+  hvd_req_t *list = ctx->head == NULL ? ctx->stranded : NULL;
+  if (list != NULL) ctx->stranded = NULL;
+  pthread_mutex_unlock(&ctx->mu);
+  for (hvd_req_t *r = list, *nx; r != NULL; r = nx) {
+    nx = r->stranded_next;
+    pthread_mutex_lock(&r->mu);
+    r->held = 0;
+    int freed = r->freed;
+    pthread_mutex_unlock(&r->mu);
+    if (freed) req_destroy(r);
+  }
 }
 
 /* ---- the checking path -------------------------------------------------------------- */
@@ -268,7 +359,10 @@ static hvd_status_t submit(hvd_ctx_t *ctx, hvd_req_t *r) {
   }
   atomic_store(&ctx->queued, 1);
   atomic_fetch_add(&ctx->st_submitted, (unsigned long long)r->nentries);
-  pthread_cond_signal(&ctx->cv);
+  /* Wake the background thread now if it has a core of its own. On a shared core a
+   * wake-up could switch to it (and back) for each tensor of a burst; it takes the
+   * queue when this thread waits (hvd_wait signals) or at its next timed poll. */
+  if (ctx->spare_core) pthread_cond_signal(&ctx->cv);
 out:
   pthread_mutex_unlock(&ctx->mu);
   return rc;
@@ -504,7 +598,24 @@ hvd_status_t hvd_test(hvd_req_t *req, int *done) {
     return req->status;
   }
   *done = 0;
+  atomic_store_explicit(&req->ctx->test_ns, hvd_now_ns(), memory_order_relaxed);
   return HVD_IN_PROGRESS;
+}
+
+/* Block until req is done: count as a waiter, which tells a background thread
+ * sharing our core to poll rather than sleep (bg.c, idle_wait), wake it if it sleeps,
+ * and sleep in futex(2) on `done` (woken by hvd_req_finish). No spinning first: it
+ * measured slower (a spinning waiter takes the CPU from the threads doing the work on
+ * a busy host, and from the background thread when they share a core). */
+static void wait_done(hvd_req_t *req) {
+  hvd_ctx_t *ctx = req->ctx;
+  pthread_mutex_lock(&ctx->mu);
+  atomic_fetch_add(&ctx->waiters, 1);
+  pthread_cond_signal(&ctx->cv);
+  pthread_mutex_unlock(&ctx->mu);
+  while (!atomic_load_explicit(&req->done, memory_order_acquire))
+    syscall(SYS_futex, (int *)&req->done, FUTEX_WAIT_PRIVATE, 0, NULL, NULL, 0);
+  atomic_fetch_sub(&ctx->waiters, 1);
 }
 
 hvd_status_t hvd_wait(hvd_req_t *req) {
@@ -512,9 +623,8 @@ hvd_status_t hvd_wait(hvd_req_t *req) {
   if (!atomic_load_explicit(&req->done, memory_order_acquire) && on_bg_thread(req->ctx))
     return invalid_in("hvd_wait", "called from a completion callback on a request that has "
                                   "not completed: it would wait forever");
+  if (!atomic_load_explicit(&req->done, memory_order_acquire)) wait_done(req);
   pthread_mutex_lock(&req->mu);
-  while (!atomic_load_explicit(&req->done, memory_order_acquire))
-    pthread_cond_wait(&req->cv, &req->mu);
   hvd_status_t st = req->status;
   pthread_mutex_unlock(&req->mu);
   return st;
@@ -561,5 +671,11 @@ void hvd_req_free(hvd_req_t *req) {
     return;
   }
   hvd_wait(req);
-  req_destroy(req);
+  pthread_mutex_lock(&req->mu);
+  int held = req->held;
+  if (held) req->freed = 1;
+  pthread_mutex_unlock(&req->mu);
+  /* Failed without its background thread, which may still hold its entries: freed by
+   * hvd_release_stranded when that thread lets go, leaked if it never does. */
+  if (!held) req_destroy(req);
 }

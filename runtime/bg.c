@@ -17,6 +17,11 @@
  *      (HVD_SPIN_US), then yield; then, or at once when nothing is in flight, sleep
  *      on the queue's condition variable with a growing timeout (capped at 1 ms),
  *      so a waiting rank costs almost no CPU and a newly queued tensor wakes it.
+ *      A rank without a CPU to spare (bound to one core, as hvdrun binds ranks when
+ *      there are no more ranks than cores) polls only while its application thread
+ *      waits (hvd_wait; hvd_test recently): otherwise polling would take the core
+ *      from the application's computation (a trainer overlapping backprop with its
+ *      gradient allreduces), so it sleeps, and hvd_wait's signal ends the sleep.
  *
  * Control messages travel over the transport with HVD_TAG_KIND_CONTROL tags: an
  * inline message of at most CTRL_INLINE bytes, or, for a larger list, a short header
@@ -29,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "collectives/tags.h"
 #include "common/log.h"
@@ -67,14 +73,29 @@ struct hvd_engine {
                         one segment */
   uint64_t last_activity_ns;
   uint64_t sleep_ns;
+  int polite; /* the last idle_wait slept because the application was not waiting */
 };
 
 static uint64_t ctrl_tag(int step) { return hvd_tag_make(HVD_TAG_KIND_CONTROL, 0, 0, (unsigned)step); }
+
+/* Whether this rank has a CPU for each of its two busy threads (application and
+ * background): its affinity mask when it is bound (hvdrun binds a rank to a core when
+ * ranks <= cores), else its share of the online CPUs. Without one, every cycle the
+ * background thread spends polling is taken from the application thread. */
+static int spare_core(const hvd_ctx_t *ctx) {
+  cpu_set_t set;
+  long online = sysconf(_SC_NPROCESSORS_ONLN);
+  if (online < 1 || sched_getaffinity(0, sizeof set, &set) != 0) return 0;
+  long mine = CPU_COUNT(&set);
+  long per_rank = mine < online ? mine : online / HVD_MAX(ctx->id.local_size, 1);
+  return per_rank >= 2;
+}
 
 hvd_status_t hvd_engine_new(hvd_ctx_t *ctx, hvd_engine_t **out, hvd_err_t *err) {
   hvd_engine_t *eng = calloc(1, sizeof *eng);
   if (eng == NULL) return HVD_ERR_NO_MEMORY;
   eng->ctx = ctx;
+  ctx->spare_core = spare_core(ctx);
   eng->inline_max = CTRL_INLINE;
   if (ctx->cfg.ofi_max_msg_size > 0 && (size_t)ctx->cfg.ofi_max_msg_size < eng->inline_max)
     eng->inline_max = HVD_MAX((size_t)ctx->cfg.ofi_max_msg_size, 16);
@@ -350,7 +371,9 @@ static hvd_status_t apply_list(hvd_ctx_t *ctx, hvd_response_list_t *l, hvd_err_t
     if (r->type != HVD_MSG_ERROR)
       for (uint32_t t = 0; t < r->ntensors; t++)
         if (r->cache_ids[t] >= 0) wcache_put(ps, r->cache_ids[t], r->names[t]);
+    hvd_req_batch_begin();
     hvd_exec_response(ctx, ps, r, t_list);
+    hvd_req_batch_end();
   }
   ps->applied = l->seq;
   atomic_fetch_add(&ctx->st_negotiations, 1);
@@ -391,15 +414,20 @@ static hvd_entry_t *take_queue(hvd_ctx_t *ctx, int *stopping) {
  * tensors in flight, control sends not completed, shutdown, or (rank 0) requests in
  * the coordinator of a set this rank is not a member of, where no submission of ours
  * will wake us? */
-static int has_work(hvd_engine_t *eng, int stopping) {
+static int coord_for_others(hvd_engine_t *eng) {
   hvd_ctx_t *ctx = eng->ctx;
-  if (stopping || eng->sends != NULL) return 1;
-  if (atomic_load(&ctx->st_submitted) != atomic_load(&ctx->st_completed)) return 1;
   for (int id = 0; id < ctx->npsets; id++) {
     hvd_pset_t *ps = ctx->psets[id];
     if (ps != NULL && ps->me < 0 && ps->coord != NULL && hvd_coord_waiting(ps->coord)) return 1;
   }
   return 0;
+}
+
+static int has_work(hvd_engine_t *eng, int stopping) {
+  hvd_ctx_t *ctx = eng->ctx;
+  if (stopping || eng->sends != NULL) return 1;
+  if (atomic_load(&ctx->st_submitted) != atomic_load(&ctx->st_completed)) return 1;
+  return coord_for_others(eng);
 }
 
 static void idle_wait(hvd_engine_t *eng, int stopping) {
@@ -410,8 +438,23 @@ static void idle_wait(hvd_engine_t *eng, int stopping) {
    * next event is a submission, which signals ctx->cv: polling then would only take
    * the core from the application thread, which often shares it (a rank bound to a
    * core), and the scheduler may let a spinning thread finish its time slice before
-   * the woken application thread runs (p90 of a small allreduce ~1 ms). */
-  if (has_work(eng, stopping)) {
+   * the woken application thread runs (p90 of a small allreduce ~1 ms).
+   * Without a spare CPU the application thread shares ours even while something is
+   * in flight: then poll only while it is blocked waiting (hvd_wait, or hvd_test
+   * within the last HVD_TEST_POLL_NS), and otherwise ("polite") sleep, so a rank
+   * computing with tensors in flight keeps its core; hvd_wait signals cv, which ends
+   * such a sleep at once. */
+  int polite = !ctx->spare_core && !stopping && eng->sends == NULL &&
+               atomic_load(&ctx->waiters) == 0 &&
+               now - atomic_load_explicit(&ctx->test_ns, memory_order_relaxed) > HVD_TEST_POLL_NS &&
+               !coord_for_others(eng); /* other ranks wait for that, not our application */
+  if (!polite && eng->polite) { /* the application started waiting: poll afresh */
+    eng->last_activity_ns = now;
+    eng->sleep_ns = 0;
+    idle = 0;
+  }
+  eng->polite = polite;
+  if (!polite && has_work(eng, stopping)) {
     if ((double)idle < ctx->cfg.spin_us * 1e3) {
       __builtin_ia32_pause();
       return;
@@ -421,10 +464,12 @@ static void idle_wait(hvd_engine_t *eng, int stopping) {
       return;
     }
   }
-  eng->sleep_ns = eng->sleep_ns ? HVD_MIN(eng->sleep_ns * 2, 1000000) : 20000;
+  /* (Polite: hvd_wait, a submission on a spare core, or a timeout ends the sleep; short
+   * sleeps would only switch to this thread and back on the application's core.) */
+  eng->sleep_ns = polite ? 1000000 : eng->sleep_ns ? HVD_MIN(eng->sleep_ns * 2, 1000000) : 20000;
   pthread_mutex_lock(&ctx->mu);
   if (ctx->head == NULL && ctx->stopping == stopping && !ctx->tl_cmd && ctx->direct_state != 1 &&
-      !atomic_load(&ctx->aborted)) {
+      !atomic_load(&ctx->aborted) && !(polite && atomic_load(&ctx->waiters) > 0)) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     uint64_t ns = (uint64_t)ts.tv_nsec + eng->sleep_ns;
@@ -649,6 +694,7 @@ void *hvd_bg_main(void *arg) {
         hvd_entry_complete(ctx, e, HVD_ERR_ABORTED, ctx->abort_msg);
       }
       fail_all(ctx, HVD_ERR_ABORTED, ctx->abort_msg);
+      hvd_release_stranded(ctx); /* this thread holds no entry any more */
       if (stopping) break;
       idle_wait(eng, stopping);
       continue;
@@ -690,9 +736,14 @@ void *hvd_bg_main(void *arg) {
       idle_wait(eng, stopping);
     }
   }
+  hvd_release_stranded(ctx);
   pthread_mutex_lock(&ctx->mu);
   ctx->bg_exited = 1;
+  int abandoned = ctx->abandoned;
   pthread_cond_broadcast(&ctx->tl_cv);
   pthread_mutex_unlock(&ctx->mu);
+  /* hvd_shutdown stopped waiting for this thread (stuck in the transport after an
+   * abort) and left the context to it. */
+  if (abandoned) hvd_ctx_free(ctx);
   return NULL;
 }

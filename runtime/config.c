@@ -55,7 +55,8 @@ static const hvd_config_field_t fields[] = {
      OFF(stall_check_disable), "disable the stall inspector", NULL},
     {"HVD_SPIN_US", NULL, HVD_CFG_DOUBLE, "200", 0, 1000000, OFF(spin_us),
      "microseconds the background thread polls, while a tensor of this rank is in "
-     "flight, before it yields and then sleeps (with nothing in flight it sleeps at once)",
+     "flight, before it yields and then sleeps (with nothing in flight it sleeps at once; "
+     "on a rank without a CPU to spare it polls only while the application waits)",
      NULL},
     {"HVD_ALLREDUCE_ALGO", NULL, HVD_CFG_STRING, "auto", 0, 0, OFF(allreduce_algo),
      "allreduce algorithm: auto (shm when every rank is on one host, else by size from the "

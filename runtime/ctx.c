@@ -52,6 +52,7 @@ void hvd_ctx_abort(hvd_ctx_t *ctx, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(ctx->abort_msg, sizeof ctx->abort_msg, fmt, ap);
     va_end(ap);
+    ctx->abort_ns = hvd_now_ns();
     atomic_store(&ctx->aborted, 1);
     HVD_ERROR("%s", ctx->abort_msg);
   }
@@ -128,30 +129,39 @@ static void *live_main(void *arg) {
   hvd_ctx_t *ctx = arg;
   struct pollfd fds[2] = {{.fd = hvd_rdv_fd(ctx->rdv), .events = POLLIN},
                           {.fd = ctx->live_pipe[0], .events = POLLIN}};
+  int timeout_ms = -1; /* after the abort: HVD_STRANDED_GRACE_MS */
   for (;;) {
-    int n = poll(fds, 2, -1);
+    int n = poll(fds, 2, timeout_ms);
     if (n < 0) {
       if (errno == EINTR) continue;
       hvd_ctx_abort(ctx, "liveness: poll failed: %s", strerror(errno));
       return NULL;
     }
     if (fds[1].revents) return NULL; /* shutdown */
+    if (n == 0) {
+      /* Aborted a while ago: fail what the background thread has not (it may be
+       * stuck where the abort flag does not reach it); again later, in case. */
+      hvd_fail_stranded(ctx);
+      continue;
+    }
     if (fds[0].revents) {
       hvd_err_t err = {{0}};
       hvd_status_t rc = hvd_rdv_read_event(ctx->rdv, &err);
       if (rc == HVD_OK) continue;
       if (rc == HVD_ERR_ABORTED) {
         hvd_ctx_abort(ctx, "%s", err.msg[0] ? err.msg : hvd_status_string(rc));
-        return NULL;
+      } else {
+        /* The server is gone (or talks nonsense): nobody can tell us anything any more. */
+        hvd_ctx_abort(ctx, "rank %d: %s%s; the job cannot go on", ctx->id.rank,
+                      err.msg[0] ? err.msg : hvd_status_string(rc),
+                      rc == HVD_ERR_BOOTSTRAP && ctx->id.have_launcher == 1
+                          ? " (hvdrun, which serves it, has exited or cannot be reached)"
+                          : "");
+        start_orphan_watchdog();
       }
-      /* The server is gone (or talks nonsense): nobody can tell us anything any more. */
-      hvd_ctx_abort(ctx, "rank %d: %s%s; the job cannot go on", ctx->id.rank,
-                    err.msg[0] ? err.msg : hvd_status_string(rc),
-                    rc == HVD_ERR_BOOTSTRAP && ctx->id.have_launcher == 1
-                        ? " (hvdrun, which serves it, has exited or cannot be reached)"
-                        : "");
-      start_orphan_watchdog();
-      return NULL;
+      /* Nothing more to hear; keep watching for operations left stranded. */
+      fds[0].fd = -1;
+      timeout_ms = HVD_STRANDED_GRACE_MS;
     }
   }
 }
@@ -340,7 +350,7 @@ static void setup_arena(hvd_ctx_t *ctx, int timeout_ms) {
            (long long)ctx->cfg.shm_chunk, a->cma ? ", cross-memory reads" : "");
 }
 
-static void ctx_free(hvd_ctx_t *ctx) {
+void hvd_ctx_free(hvd_ctx_t *ctx) {
   /* The transport goes first: receives it still holds point into communicators. */
   if (ctx->tp) ctx->tp->ops->destroy(ctx->tp);
   for (int i = 0; i < HVD_MAX_PSETS; i++)
@@ -488,24 +498,76 @@ fail:
     pthread_join(ctx->live, NULL);
     restore_pdeathsig(ctx);
   }
-  ctx_free(ctx);
+  hvd_ctx_free(ctx);
   return rc;
+}
+
+/* Wait for the background thread to exit; after an abort only until
+ * HVD_ABORT_JOIN_MS after it (at least HVD_ABORT_JOIN_MIN_MS from t0): normally it
+ * leaves within milliseconds of the abort, and one that has not is stuck where the
+ * abort flag does not reach it, perhaps for ever. Returns 1 if it was joined. */
+static int join_bg(hvd_ctx_t *ctx, uint64_t t0) {
+  pthread_mutex_lock(&ctx->mu);
+  while (!ctx->bg_exited) {
+    if (atomic_load(&ctx->aborted)) {
+      uint64_t deadline = HVD_MAX(ctx->abort_ns + (uint64_t)HVD_ABORT_JOIN_MS * 1000000u,
+                                  t0 + (uint64_t)HVD_ABORT_JOIN_MIN_MS * 1000000u);
+      if (hvd_now_ns() >= deadline) break;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += 50000000; /* re-check for an abort that arrives meanwhile */
+    if (ts.tv_nsec >= 1000000000) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000000000;
+    }
+    pthread_cond_timedwait(&ctx->tl_cv, &ctx->mu, &ts);
+  }
+  int exited = ctx->bg_exited;
+  pthread_mutex_unlock(&ctx->mu);
+  if (exited) pthread_join(ctx->bg, NULL);
+  return exited;
 }
 
 hvd_status_t hvd_shutdown(hvd_ctx_t *ctx) {
   if (ctx == NULL) return HVD_OK;
   hvd_status_t rc = HVD_OK;
+  uint64_t t0 = hvd_now_ns();
   pthread_mutex_lock(&ctx->mu);
   ctx->stopping = 1;
   pthread_cond_broadcast(&ctx->cv);
   pthread_mutex_unlock(&ctx->mu);
-  if (ctx->bg_started) pthread_join(ctx->bg, NULL);
+  int joined = !ctx->bg_started || join_bg(ctx, t0);
   if (ctx->live_started) {
     (void)!write(ctx->live_pipe[1], "x", 1);
     pthread_join(ctx->live, NULL);
     restore_pdeathsig(ctx);
   }
   if (atomic_load(&ctx->aborted)) rc = HVD_ERR_ABORTED;
+  if (!joined) {
+    /* The context stays with the stuck thread (it frees it if it ever gets out); the
+     * rendezvous connection is ours to close. Whatever is still in flight fails now
+     * (the liveness thread, which did that, is gone). */
+    hvd_fail_stranded(ctx);
+    HVD_WARN("shutdown: the background thread did not stop within %d ms of the job's "
+             "failure (stuck in the transport); leaving it behind", HVD_ABORT_JOIN_MS);
+    if (ctx->rdv != NULL) {
+      hvd_rdv_close(ctx->rdv);
+      ctx->rdv = NULL;
+    }
+    pthread_t bg = ctx->bg;
+    pthread_mutex_lock(&ctx->mu);
+    int exited = ctx->bg_exited; /* it may have got out meanwhile after all */
+    if (!exited) ctx->abandoned = 1;
+    pthread_mutex_unlock(&ctx->mu);
+    if (!exited) {
+      pthread_detach(bg); /* ctx is the thread's now: not to be touched */
+      return rc;
+    }
+    pthread_join(bg, NULL);
+    hvd_ctx_free(ctx);
+    return rc;
+  }
   if (ctx->rdv != NULL && rc == HVD_OK) {
     hvd_err_t err = {{0}};
     char key[64];
@@ -519,7 +581,7 @@ hvd_status_t hvd_shutdown(hvd_ctx_t *ctx) {
       hvd_rdv_bye(ctx->rdv);
     }
   }
-  ctx_free(ctx);
+  hvd_ctx_free(ctx);
   return rc;
 }
 

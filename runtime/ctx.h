@@ -30,6 +30,7 @@
 
 #define HVD_HOST_MAX 256
 #define HVD_MAX_PSETS 4096 /* ids fit the tag's comm field */
+#define HVD_TEST_POLL_NS 2000000ull
 
 typedef struct hvd_entry hvd_entry_t;
 
@@ -66,7 +67,14 @@ struct hvd_req {
   atomic_int finished; /* results final: set before the callback runs (it may read them) */
   atomic_int done;     /* set after the callback: hvd_test/hvd_wait see this */
   pthread_mutex_t mu;
-  pthread_cond_t cv;
+  pthread_cond_t cv; /* (unused: hvd_wait sleeps in futex(2) on `done`, api.c) */
+
+  /* Failed by hvd_fail_stranded while the background thread may still hold its
+   * entries (stuck in the transport): hvd_req_free then only marks it `freed`, and
+   * whoever clears `held` (hvd_release_stranded) destroys it. Both guarded by mu. */
+  int held;
+  int freed;
+  hvd_req_t *stranded_next; /* ctx->stranded list, guarded by ctx->mu */
 };
 
 /* A process set as this rank sees it. */
@@ -129,6 +137,16 @@ struct hvd_ctx {
   hvd_strmap_t inflight; /* "<set>/<name>" -> entry, to refuse duplicates */
   int stopping;      /* set by hvd_shutdown */
   uint64_t noname_seq;
+  /* Application threads blocked in hvd_wait (changed under mu, which hvd_wait also
+   * signals cv with): while none is, and the rank has no core to spare, the
+   * background thread sleeps between polls instead of taking the core from a
+   * computing application thread (bg.c, idle_wait). */
+  atomic_int waiters;
+  atomic_ullong test_ns; /* hvd_now_ns() of the last hvd_test that found a request not
+                            done: counts as waiting for HVD_TEST_POLL_NS */
+  int spare_core; /* this rank has at least two CPUs: polling costs the other thread
+                     nothing (set before the background thread starts) */
+  hvd_req_t *stranded; /* requests failed by hvd_fail_stranded, still held */
 
   /* Process sets: written by the background thread, read by getters under pset_mu. */
   pthread_mutex_t pset_mu;
@@ -165,6 +183,8 @@ struct hvd_ctx {
   pthread_t bg;
   int bg_started;
   int bg_exited; /* guarded by mu */
+  int abandoned; /* guarded by mu: hvd_shutdown gave up on a stuck background thread,
+                    which frees the context if it ever gets out */
   pthread_t live;
   int live_started;
   int live_pipe[2]; /* written to stop the liveness thread */
@@ -175,6 +195,7 @@ struct hvd_ctx {
   atomic_int aborted;
   pthread_mutex_t abort_mu;
   char abort_msg[HVD_ERR_MSG_MAX];
+  uint64_t abort_ns; /* hvd_now_ns() of the abort; written before aborted is set */
 };
 
 /* env.c: read the job identity from HVD_* (HOROVOD_* aliases). */
@@ -188,6 +209,18 @@ void hvd_ctx_abort(hvd_ctx_t *ctx, const char *fmt, ...) __attribute__((format(p
  * the job's. Returns 1 if ctx is aborted. Background thread. */
 #define HVD_PEER_FAILURE_WAIT_MS 2000
 int hvd_ctx_await_abort(hvd_ctx_t *ctx);
+
+/* A background thread can be stuck where no abort flag reaches it (libfabric's shm
+ * provider spinning on a lock that a dead peer held; docs/failures.md). Once the
+ * context has been aborted for HVD_STRANDED_GRACE_MS, the liveness thread fails what
+ * the background thread has not (hvd_fail_stranded), and hvd_shutdown waits for the
+ * background thread only until HVD_ABORT_JOIN_MS after the abort (at least
+ * HVD_ABORT_JOIN_MIN_MS), then leaves it behind with the context. */
+#define HVD_STRANDED_GRACE_MS 250
+#define HVD_ABORT_JOIN_MS 1000
+#define HVD_ABORT_JOIN_MIN_MS 250
+/* ctx.c: free a context whose threads are gone (or, the background thread, itself). */
+void hvd_ctx_free(hvd_ctx_t *ctx);
 
 /* pset.c */
 hvd_pset_t *hvd_pset_new(hvd_ctx_t *ctx, int id, const int *ranks, int n);
@@ -216,6 +249,20 @@ hvd_status_t hvd_timeline_open_for(hvd_ctx_t *ctx, const char *path, hvd_timelin
 
 /* api.c */
 void hvd_req_finish(hvd_req_t *r);
+/* Background thread, around the execution of one response: the requests it finishes
+ * are woken together at the end (nests). */
+void hvd_req_batch_begin(void);
+void hvd_req_batch_end(void);
+/* Liveness thread, the context aborted: complete every entry still in flight with
+ * HVD_ERR_ABORTED and the abort message (callbacks run here, once). An entry is
+ * completed by whoever takes it out of ctx->inflight, so a late completion by the
+ * background thread is a no-op. Their requests stay `held` until
+ * hvd_release_stranded. Returns how many entries it failed. */
+int hvd_fail_stranded(hvd_ctx_t *ctx);
+/* Background thread, once it holds no entry any more (after failing everything on an
+ * abort, or on its way out): requests failed by hvd_fail_stranded are no longer
+ * held; those the application freed meanwhile are destroyed now. */
+void hvd_release_stranded(hvd_ctx_t *ctx);
 
 /* Run fn(world communicator, arg) on the background thread, which owns the transport,
  * and return its status. For benchmarks and tests that time raw collectives: every

@@ -31,7 +31,11 @@
 
 #define HVDRUN_DEFAULT_START_TIMEOUT 60 /* s */
 #define HVDRUN_MAX_NP 65536
-#define HVDRUN_FAIL_GRACE_MS 1000 /* first failure -> SIGTERM to the others */
+/* First failure -> SIGTERM to the others. Time for them to report the failure and
+ * leave by themselves: their operations fail within milliseconds of the ABORT, a
+ * background thread stuck in the transport makes that 0.25 s and hvd_shutdown up to
+ * 1 s (runtime/ctx.h), and an application may want to save something. */
+#define HVDRUN_FAIL_GRACE_MS 3000
 #define HVDRUN_KILL_DELAY_MS 3000 /* SIGTERM -> SIGKILL */
 #define HVDRUN_DRAIN_MS 2000      /* SIGKILL -> stop waiting for pipes and exits */
 #define HVDRUN_SSH_REAP_MS 500    /* killing stuck ssh clients -> giving up on them */

@@ -140,7 +140,7 @@ static const char help_text[] =
     "\n"
     "When a rank exits with a non-zero status or is killed by a signal, hvdrun aborts\n"
     "the job on the rendezvous server (the other ranks' operations fail naming that\n"
-    "rank), sends SIGTERM to the remaining ranks after 1 s and SIGKILL 3 s later.\n"
+    "rank), sends SIGTERM to the remaining ranks after 3 s and SIGKILL 3 s later.\n"
     "SIGINT, SIGTERM and SIGHUP sent to hvdrun are forwarded to every rank, remote\n"
     "ones included (a second one sends SIGKILL at once); SIGKILL follows after 3 s.\n"
     "Processes the ranks leave behind (in their process groups, or orphaned) are\n"

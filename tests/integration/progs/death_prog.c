@@ -3,7 +3,7 @@
  * or kills hvdrun, at a chosen moment, and every other rank reports how its pending
  * operation ended.
  *
- *   death_prog --phase negotiate|ring|idle --victim K --how kill|exit0|launcher
+ *   death_prog --phase negotiate|ring|idle|stranded --victim K --how kill|exit0|launcher
  *              --report DIR [--count N] [--tag ANY]
  *
  * After two small warm-up allreduces (which also check that the job works):
@@ -11,10 +11,19 @@
  *              victim submits "neg.victim" instead, so both sides are negotiating,
  *              and dies 300 ms later;
  *   ring       every rank loops over N-element float32 allreduces "big.<i>" (default
- *              N = 16Mi: 64 MiB); the victim dies part way (a quarter of its first
- *              step's time) into its second one, "big.1";
+ *              N = 16Mi: 64 MiB); the victim dies part way (a quarter of the time
+ *              big.1 took, at most 5 ms) into its third one, "big.2";
  *   idle       the others wait in hvd_wait for "idle.next"; the victim sleeps 300 ms
- *              without submitting anything and dies.
+ *              without submitting anything and dies;
+ *   stranded   the others submit "stranded.next" (which the victim never submits),
+ *              then "stranded.cb", which every rank submits and whose completion
+ *              callback does not return on the others: their background thread is
+ *              stuck outside the runtime's reach, as in a transport that does not
+ *              return. The victim dies 300 ms after stranded.cb completed; the others
+ *              wait for stranded.next, which only the liveness thread can fail. Once
+ *              hvd_shutdown has left the stuck thread behind, the callback returns:
+ *              the thread's late completions must do nothing and it frees the
+ *              context itself (the sanitizers check the memory).
  * How the victim dies: kill = raise(SIGKILL); exit0 = exit(0) from the main thread
  * without hvd_shutdown (background thread still running); launcher = it does not die
  * but SIGKILLs its parent, hvdrun, and then behaves like the others.
@@ -22,13 +31,15 @@
  * Just before dying the victim writes "DEATH rank K how=H t=<CLOCK_REALTIME>" to
  * stdout and to DIR/death. Every other rank (every rank with --how launcher) writes
  * "SURVIVOR rank R op=NAME status=STATUS t=<CLOCK_REALTIME when hvd_wait returned>
- * error=<hvd_req_error>" to stdout and to DIR/rank.R, then shuts down and exits 1;
+ * error=<hvd_req_error>" to stdout and to DIR/rank.R, then shuts down, writes
+ * "SHUTDOWN rank R status=STATUS t=<CLOCK_REALTIME>" to stdout and exits 1;
  * with --how launcher it instead ignores the error and sleeps (the runtime must end
  * the process). --tag is ignored: it makes the command line unique for pgrep.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,6 +107,10 @@ static const char *status_name(hvd_status_t st) {
   return "unknown";
 }
 
+/* stranded.cb on a survivor: its callback returns once this is set. */
+static hvd_req_t *stranded_cb_req;
+static atomic_int stranded_release;
+
 /* A survivor's pending operation ended: say how, then leave. */
 static int survivor_reports(hvd_ctx_t *ctx, const opts_t *o, int rank, const char *name,
                             hvd_req_t *req, hvd_status_t st) {
@@ -108,8 +123,29 @@ static int survivor_reports(hvd_ctx_t *ctx, const opts_t *o, int rank, const cha
   hvd_req_free(req);
   if (strcmp(o->how, "launcher") == 0)
     for (;;) sleep_s(1); /* ignores the error: the runtime must end this process */
-  hvd_shutdown(ctx);
+  st = hvd_shutdown(ctx);
+  /* This process leaves by itself, before hvdrun's SIGTERM. */
+  snprintf(line, sizeof line, "SHUTDOWN rank %d status=%s t=%.6f\n", rank, status_name(st),
+           realtime());
+  (void)!write(STDOUT_FILENO, line, strlen(line));
+  if (stranded_cb_req != NULL) {
+    /* Let the abandoned background thread out: it finishes stranded.cb, fails nothing
+     * twice, frees the request the liveness thread failed and the context. Its context
+     * gone, stranded.cb is only freed once done (hvd_wait on an unfinished request
+     * would use the context). */
+    atomic_store(&stranded_release, 1);
+    sleep_s(0.3);
+    hvd_req_free(stranded_cb_req);
+  }
   return 1;
+}
+
+/* stranded.cb's callback on a survivor: never returns (its background thread is lost). */
+static void stuck_callback(hvd_req_t *req, hvd_status_t st, void *arg) {
+  (void)req;
+  (void)st;
+  (void)arg;
+  while (!atomic_load(&stranded_release)) sleep_s(0.01);
 }
 
 int main(int argc, char **argv) {
@@ -182,8 +218,32 @@ int main(int argc, char **argv) {
     return survivor_reports(ctx, &o, rank, name, req, st);
   }
 
+  if (strcmp(o.phase, "stranded") == 0) {
+    static hvd_req_t *cb_req;
+    static float x[2] = {1, 1};
+    hvd_op_args_t a = HVD_OP_ARGS_INIT;
+    a.name = "stranded.cb";
+    a.sendbuf = a.recvbuf = &x[0];
+    a.count = 1;
+    a.dtype = HVD_FLOAT32;
+    a.op = HVD_SUM;
+    if (victim) {
+      if (hvd_allreduce_ex(ctx, &a, &cb_req) != HVD_OK || hvd_wait(cb_req) != HVD_OK) return 5;
+      sleep_s(0.3);
+      victim_acts(&o, rank); /* returns only with --how launcher */
+      for (;;) sleep_s(1);
+    }
+    const char *name = "stranded.next";
+    if (hvd_allreduce_async(ctx, name, &x[1], &x[1], 1, HVD_FLOAT32, HVD_SUM, &req) != HVD_OK)
+      return 5;
+    a.callback = stuck_callback;
+    if (hvd_allreduce_ex(ctx, &a, &stranded_cb_req) != HVD_OK) return 5;
+    st = hvd_wait(req);
+    return survivor_reports(ctx, &o, rank, name, req, st);
+  }
+
   if (strcmp(o.phase, "ring") != 0) {
-    fprintf(stderr, "death_prog: --phase must be negotiate, ring or idle\n");
+    fprintf(stderr, "death_prog: --phase must be negotiate, ring, idle or stranded\n");
     return 2;
   }
   /* Kept reachable from a global: the victim exit(0)s and the survivors return from
@@ -191,20 +251,25 @@ int main(int argc, char **argv) {
   static float *buf;
   buf = malloc(o.count * sizeof *buf);
   if (buf == NULL) return 6;
-  double step0 = 0;
+  double step1 = 0;
   for (int i = 0; i < 200; i++) {
     char name[32];
     snprintf(name, sizeof name, "big.%d", i);
     for (size_t j = 0; j < o.count; j++) buf[j] = 1.0f;
     double t0 = monotonic();
-    if (hvd_allreduce_async(ctx, name, buf, buf, o.count, HVD_FLOAT32, HVD_SUM, &req) != HVD_OK)
-      return 5;
-    if (victim && i == 1) {
-      sleep_s(0.25 * step0);
+    st = hvd_allreduce_async(ctx, name, buf, buf, o.count, HVD_FLOAT32, HVD_SUM, &req);
+    /* A slow survivor may submit big.2 only after the death reached it: refused at once. */
+    if (st == HVD_ERR_ABORTED && !victim) return survivor_reports(ctx, &o, rank, name, NULL, st);
+    if (st != HVD_OK) return 5;
+    if (victim && i == 2) {
+      /* Steps vary several-fold on a loaded machine: a quarter of big.1's time, but
+       * never more than 5 ms (a 64 MiB allreduce takes >= 20 ms here), so the death
+       * lands inside big.2 and not after it. */
+      sleep_s(0.25 * step1 < 0.005 ? 0.25 * step1 : 0.005);
       victim_acts(&o, rank);
     }
     st = hvd_wait(req);
-    if (i == 0) step0 = monotonic() - t0;
+    if (i == 1) step1 = monotonic() - t0; /* big.0 pays first-touch page faults */
     if (st != HVD_OK) return survivor_reports(ctx, &o, rank, name, req, st);
     if (buf[0] != (float)size || buf[o.count - 1] != (float)size) {
       fprintf(stderr, "rank %d: %s: wrong result %g\n", rank, name, (double)buf[0]);

@@ -744,12 +744,15 @@ static void case_invalid(void) {
   }
 }
 
-/* A rank waiting on a slow peer must not burn a core: rank 1 arrives 3 s late; the
- * others measure their process's CPU time (all threads) over the wait. */
+/* A rank waiting on a slow peer must not burn a core: rank 1 arrives 3 s late
+ * (RUNTIME_CHECK_SLOW_S seconds: the performance issue's figure is 10); the others
+ * measure their process's CPU time (all threads) over the wait. */
 static void case_slow_peer(void) {
+  const char *env = getenv("RUNTIME_CHECK_SLOW_S");
+  int late = env != NULL && atoi(env) > 0 ? atoi(env) : 3;
   float x = 1, y = 0;
   CHECK_OK(hvd_allreduce(ctx, "slow.warm", &x, &y, 1, HVD_FLOAT32, HVD_SUM));
-  if (R == 1) sleep(3);
+  if (R == 1) sleep((unsigned)late);
   struct rusage u0, u1;
   getrusage(RUSAGE_SELF, &u0);
   double t0 = now_s();
@@ -766,7 +769,8 @@ static void case_slow_peer(void) {
   if (R != 1) {
     printf("rank %d: waited %.2f s for the slow peer using %.3f s of CPU (%.1f%% of a core)\n", R,
            wall, cpu, 100 * cpu / wall);
-    if (wall > 2.5 && cpu / wall > 0.05) FAIL("waiting used %.1f%% of a core", 100 * cpu / wall);
+    if (wall > late - 0.5 && cpu / wall > 0.05)
+      FAIL("waiting used %.1f%% of a core", 100 * cpu / wall);
   }
 }
 
