@@ -34,7 +34,7 @@
 #include "common/util.h"
 
 /* Largest vector reduced by every member at once (see above); measured in
- * docs/performance.md ("shared-memory arena: small vectors"). */
+ * docs/performance.md ("Same-host arena: thresholds"). */
 #define HVD_SHM_DIRECT_BYTES 4096u
 
 /* Walks the concatenation of parts[] (offsets in elements): moves bytes between a
