@@ -24,9 +24,15 @@
  *      gradient allreduces), so it sleeps, and hvd_wait's signal ends the sleep.
  *
  * Control messages travel over the transport with HVD_TAG_KIND_CONTROL tags: an
- * inline message of at most CTRL_INLINE bytes, or, for a larger list, a short header
- * carrying the size followed by the payload on a second tag. Messages between a pair
- * are matched in order, so no sequence numbers are needed on the wire.
+ * inline message, or, for a larger list, a short header carrying the size and the
+ * fragment size, followed by the payload in fragments on a second tag. Messages
+ * between a pair are matched in order, so no sequence numbers are needed on the wire.
+ * No control message on the wire is larger than the peer provider's inject size
+ * (when it has one): the receiver may be inside a collective with no control receive
+ * posted, and libfabric's shm provider does not complete a larger (CMA) send until
+ * the receiver posts a matching receive — and holds every later send to that peer
+ * behind it, the collective's data included: a deadlock (libfabric issue 9853).
+ * Injected messages are buffered by the receiving provider instead.
  */
 #include <errno.h>
 #include <sched.h>
@@ -43,6 +49,7 @@
 
 #define CTRL_INLINE (64 * 1024)
 #define BIG_MAGIC 0x47494248u /* "HBIG" */
+#define BIG_HDR 16                /* magic u32, total length u64, fragment size u32 */
 #define STEP_INLINE 0
 #define STEP_BIG 1
 
@@ -57,7 +64,7 @@ typedef struct ctrl_rx {
   uint8_t *buf; /* CTRL_INLINE */
   hvd_xfer_t x;
   uint8_t *big; /* payload of a large message being received */
-  size_t big_len;
+  size_t big_len, big_off, big_frag; /* received so far; fragment size */
   hvd_xfer_t bx;
   int state; /* 0 idle, 1 inline posted, 2 big posted */
 } ctrl_rx_t;
@@ -154,15 +161,27 @@ static hvd_status_t send_copy(hvd_engine_t *eng, int peer, const void *data, siz
   return HVD_OK;
 }
 
+/* Largest control message to peer on the wire: the inline receive's size, and no
+ * more than the provider's inject size (see the top of this file). */
+static size_t frag_max(hvd_engine_t *eng, int peer) {
+  hvd_transport_t *tp = eng->ctx->tp;
+  size_t inj = tp->ops->inject_size ? tp->ops->inject_size(tp, peer) : 0;
+  return inj >= 64 ? HVD_MIN(inj, eng->inline_max) : eng->inline_max;
+}
+
 static hvd_status_t send_msg(hvd_engine_t *eng, int peer, const uint8_t *data, size_t len) {
-  if (len <= eng->inline_max && len != 12) return send_copy(eng, peer, data, len, STEP_INLINE);
-  uint8_t hdr[12];
-  uint32_t magic = BIG_MAGIC;
+  const size_t frag = frag_max(eng, peer);
+  if (len <= frag && len != BIG_HDR) return send_copy(eng, peer, data, len, STEP_INLINE);
+  uint8_t hdr[BIG_HDR];
+  uint32_t magic = BIG_MAGIC, f = (uint32_t)frag;
   uint64_t l = len;
   memcpy(hdr, &magic, 4);
   memcpy(hdr + 4, &l, 8);
+  memcpy(hdr + 12, &f, 4);
   HVD_CHECK(send_copy(eng, peer, hdr, sizeof hdr, STEP_INLINE));
-  return send_copy(eng, peer, data, len, STEP_BIG);
+  for (size_t off = 0; off < len; off += frag)
+    HVD_CHECK(send_copy(eng, peer, data + off, HVD_MIN(frag, len - off), STEP_BIG));
+  return HVD_OK;
 }
 
 /* Free sends that completed; a failed send is a transport failure. */
@@ -203,24 +222,30 @@ static int rx_ready(hvd_engine_t *eng, ctrl_rx_t *r, const uint8_t **msg, size_t
     }
     size_t got = r->x.received;
     uint32_t magic = 0;
-    if (got == 12) memcpy(&magic, r->buf, 4);
+    if (got == BIG_HDR) memcpy(&magic, r->buf, 4);
     if (magic == BIG_MAGIC) {
       uint64_t l;
+      uint32_t f;
       memcpy(&l, r->buf + 4, 8);
-      if (l > (1ull << 32)) {
+      memcpy(&f, r->buf + 12, 4);
+      if (l > (1ull << 32) || f == 0 || f > eng->inline_max) {
         *rc = HVD_ERR_PROTOCOL;
-        hvd_err_set(&tp->err, "control message of %llu bytes from rank %d", (unsigned long long)l, r->peer);
+        hvd_err_set(&tp->err, "control message of %llu bytes in fragments of %u from rank %d",
+                    (unsigned long long)l, f, r->peer);
         return 0;
       }
       free(r->big);
-      r->big = malloc((size_t)l);
+      r->big = malloc(l ? (size_t)l : 1);
       r->big_len = (size_t)l;
+      r->big_off = 0;
+      r->big_frag = f;
       if (r->big == NULL) {
         *rc = HVD_ERR_NO_MEMORY;
         return 0;
       }
       r->state = 2;
-      *rc = tp->ops->irecv(tp, r->peer, r->big, r->big_len, ctrl_tag(STEP_BIG), &r->bx);
+      *rc = tp->ops->irecv(tp, r->peer, r->big, HVD_MIN(r->big_frag, r->big_len),
+                           ctrl_tag(STEP_BIG), &r->bx);
       return 0;
     }
     *msg = r->buf;
@@ -231,6 +256,21 @@ static int rx_ready(hvd_engine_t *eng, ctrl_rx_t *r, const uint8_t **msg, size_t
   if (r->state == 2 && r->bx.pending == 0) {
     if (r->bx.status != HVD_OK) {
       *rc = r->bx.status;
+      return 0;
+    }
+    /* One fragment in; the sender cut at big_frag, so each but the last is whole. */
+    size_t want = HVD_MIN(r->big_frag, r->big_len - r->big_off);
+    if (r->bx.received != want) {
+      *rc = HVD_ERR_PROTOCOL;
+      hvd_err_set(&tp->err, "control message fragment of %zu bytes from rank %d, expected %zu",
+                  r->bx.received, r->peer, want);
+      return 0;
+    }
+    r->big_off += want;
+    if (r->big_off < r->big_len) {
+      *rc = tp->ops->irecv(tp, r->peer, r->big + r->big_off,
+                           HVD_MIN(r->big_frag, r->big_len - r->big_off), ctrl_tag(STEP_BIG),
+                           &r->bx);
       return 0;
     }
     *msg = r->big;

@@ -614,6 +614,14 @@ static const char *ofi_peer_provider(hvd_transport_t *tp, int peer) {
   return o->peers[peer].prov->name;
 }
 
+static size_t ofi_inject_size(hvd_transport_t *tp, int peer) {
+  hvd_ofi_t *o = hvd_ofi_of(tp);
+  if (o->peers == NULL || peer < 0 || peer >= tp->size || peer == tp->rank ||
+      o->peers[peer].prov == NULL)
+    return 0;
+  return HVD_MIN(o->peers[peer].prov->inject_size, o->peers[peer].seg_size);
+}
+
 static void ofi_destroy(hvd_transport_t *tp) {
   if (tp == NULL) return;
   hvd_ofi_t *o = hvd_ofi_of(tp);
@@ -631,6 +639,7 @@ static const hvd_transport_ops_t ofi_ops = {
     .irecv = hvd_ofi_irecv,
     .waitall = hvd_ofi_waitall,
     .progress = hvd_ofi_progress,
+    .inject_size = ofi_inject_size,
     .peer_provider = ofi_peer_provider,
     .destroy = ofi_destroy,
 };

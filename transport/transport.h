@@ -88,6 +88,9 @@ typedef struct hvd_transport_ops {
   hvd_status_t (*waitall)(hvd_transport_t *tp, hvd_xfer_t *const *xs, int n);
   /* One non-blocking progress pass. */
   hvd_status_t (*progress)(hvd_transport_t *tp);
+  /* Largest send to peer that the provider buffers at the receiver even before a
+   * receive is posted (its inject size, capped by the segment size); 0 if none. */
+  size_t (*inject_size)(hvd_transport_t *tp, int peer);
   /* Human-readable description of the provider used for peer ("shm", "tcp;ofi_rxm"). */
   const char *(*peer_provider)(hvd_transport_t *tp, int peer);
   void (*destroy)(hvd_transport_t *tp);
