@@ -92,7 +92,6 @@ static hvd_req_t *req_new(hvd_ctx_t *ctx, int n) {
   atomic_init(&r->remaining, n);
   r->int_result = -1;
   pthread_mutex_init(&r->mu, NULL);
-  pthread_cond_init(&r->cv, NULL);
   for (int i = 0; i < n; i++) r->entries[i].req = r;
   return r;
 }
@@ -106,7 +105,6 @@ static void req_destroy(hvd_req_t *r) {
   free(r->out_alloc);
   free(r->recv_counts);
   pthread_mutex_destroy(&r->mu);
-  pthread_cond_destroy(&r->cv);
   free(r);
 }
 

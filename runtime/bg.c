@@ -27,12 +27,13 @@
  * inline message, or, for a larger list, a short header carrying the size and the
  * fragment size, followed by the payload in fragments on a second tag. Messages
  * between a pair are matched in order, so no sequence numbers are needed on the wire.
- * No control message on the wire is larger than the peer provider's inject size
- * (when it has one): the receiver may be inside a collective with no control receive
- * posted, and libfabric's shm provider does not complete a larger (CMA) send until
+ * No control message on the wire is larger than what the peer provider buffers when
+ * no receive is posted (frag_max): the receiver may be inside a collective with no
+ * control receive posted, and libfabric's shm provider does not complete a larger (CMA) send until
  * the receiver posts a matching receive — and holds every later send to that peer
  * behind it, the collective's data included: a deadlock (libfabric issue 9853).
- * Injected messages are buffered by the receiving provider instead.
+ * Injected (and, with ofi_rxm, eager) messages are buffered by the receiving provider
+ * instead.
  */
 #include <errno.h>
 #include <sched.h>
@@ -64,7 +65,9 @@ typedef struct ctrl_rx {
   uint8_t *buf; /* CTRL_INLINE */
   hvd_xfer_t x;
   uint8_t *big; /* payload of a large message being received */
-  size_t big_len, big_off, big_frag; /* received so far; fragment size */
+  size_t big_len;  /* its total length */
+  size_t big_off;  /* bytes of it received so far */
+  size_t big_frag; /* the sender's fragment size */
   hvd_xfer_t bx;
   int state; /* 0 idle, 1 inline posted, 2 big posted */
 } ctrl_rx_t;
@@ -162,11 +165,16 @@ static hvd_status_t send_copy(hvd_engine_t *eng, int peer, const void *data, siz
 }
 
 /* Largest control message to peer on the wire: the inline receive's size, and no
- * more than the provider's inject size (see the top of this file). */
+ * more than what the provider buffers unexpected (see the top of this file): its
+ * inject size (shm: 4 KiB), but at least CTRL_EAGER_MIN, since tcp;ofi_rxm reports an
+ * inject size of 64 bytes yet sends up to FI_OFI_RXM_BUFFER_SIZE (~16 KiB) eagerly
+ * into buffers it keeps for unexpected messages (man fi_rxm). */
+#define CTRL_EAGER_MIN 4096
 static size_t frag_max(hvd_engine_t *eng, int peer) {
   hvd_transport_t *tp = eng->ctx->tp;
   size_t inj = tp->ops->inject_size ? tp->ops->inject_size(tp, peer) : 0;
-  return inj >= 64 ? HVD_MIN(inj, eng->inline_max) : eng->inline_max;
+  return inj > 0 ? HVD_MIN(HVD_MAX(inj, (size_t)CTRL_EAGER_MIN), eng->inline_max)
+                 : eng->inline_max;
 }
 
 static hvd_status_t send_msg(hvd_engine_t *eng, int peer, const uint8_t *data, size_t len) {

@@ -67,7 +67,6 @@ struct hvd_req {
   atomic_int finished; /* results final: set before the callback runs (it may read them) */
   atomic_int done;     /* set after the callback: hvd_test/hvd_wait see this */
   pthread_mutex_t mu;
-  pthread_cond_t cv; /* (unused: hvd_wait sleeps in futex(2) on `done`, api.c) */
 
   /* Failed by hvd_fail_stranded while the background thread may still hold its
    * entries (stuck in the transport): hvd_req_free then only marks it `freed`, and
