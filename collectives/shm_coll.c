@@ -47,12 +47,23 @@ static size_t piece(size_t count, size_t per, size_t k) {
   return off >= count ? 0 : HVD_MIN(per, count - off);
 }
 
+/* Every member posts its arrival (POSTED = g). With a core each, every member then
+ * waits for all the arrivals: one cross-core hop. Oversubscribed, member 0 alone waits
+ * for them and then releases the others (its GATHERED = g), so member 0 leaves first
+ * and the others as they get a core. (With the all-to-all form, whichever member
+ * arrived last left first; a broadcast from member 0 right after the barrier, as in
+ * hvd-bench's timed loop, then waited for member 0 to be scheduled again: ~7 µs
+ * instead of ~0.2 at 8 B with 4 ranks on 2 cores, docs/performance.md.) */
 hvd_status_t hvd_barrier_shm(hvd_comm_t *c) {
+  hvd_arena_t *a = c->arena;
   c->seq++;
   const uint64_t g = ++c->arena_seq;
-  hvd_shm_publish(c->arena, HVD_SHM_POSTED, g);
-  HVD_CHECK(hvd_shm_wait_all(c, HVD_SHM_POSTED, g));
-  hvd_shm_publish(c->arena, HVD_SHM_GATHERED, g);
+  hvd_shm_publish(a, HVD_SHM_POSTED, g);
+  if (!a->oversubscribed || a->me == 0)
+    HVD_CHECK(hvd_shm_wait_all(c, HVD_SHM_POSTED, g));
+  else
+    HVD_CHECK(hvd_shm_wait(c, 0, HVD_SHM_GATHERED, g));
+  hvd_shm_publish(a, HVD_SHM_GATHERED, g);
   return HVD_OK;
 }
 

@@ -3,14 +3,21 @@
 # sizes, data, timing method and columns (tools/mpi-bench/mpi_allreduce_bench.c).
 #
 #   tools/compare-ompi.sh [--quick] [--rounds R] [--np "2 4"] [--colls "allreduce ..."]
-#                         [-b MIN] [-e MAX] [-f FACTOR] [--pinned] [--ucx] [--out DIR]
+#                         [-b MIN] [-e MAX] [-f FACTOR] [--pinned] [--ucx] [--sweep]
+#                         [--out DIR]
 #   tools/compare-ompi.sh --selection [--np "2 3 4"] [-b 8] [-e 16M] [--rounds R] [--pin]
 #
-# Comparison: for each np and collective, R rounds of (hvd run, Open MPI run),
-# interleaved so that drifting background load hits both alike. Per size it prints the
-# median over rounds of each busbw, the median over rounds of the per-round ratio
-# hvd/ompi, and hvd's memory efficiency (allreduce), as markdown tables that can be
-# pasted into docs/performance.md (also written to OUT/compare.md).
+# Comparison: for each np, collective and size, R rounds of (hvd run, Open MPI run)
+# back to back, one size per run, the order swapped every round, so that both halves of
+# a pair see the same machine: on this VM mid-size transfers between the two cores run
+# at one of two speeds ~3x apart for seconds at a time, for both libraries alike
+# (docs/performance.md, "Two speeds"), and pairs a whole sweep apart compared the two
+# speeds rather than the libraries. --sweep instead runs whole -b..-e sweeps per round
+# (faster, one launch per library and round). Per size it prints the median over rounds
+# of each busbw, the median over rounds of the per-round ratio hvd/ompi, and hvd's
+# memory efficiency (allreduce), as markdown tables that can be pasted into
+# docs/performance.md (also written to OUT/compare.md). The memory bandwidth behind
+# the efficiency is measured once (hvd-bench's B_mem) and passed to every run.
 # Open MPI runs with its defaults (pml ob1 + btl vader on one host); --ucx adds a
 # third column set with --mca pml ucx. np > cores uses --oversubscribe.
 # hvdrun's default binding (--bind-to auto) gives each local rank its share of the
@@ -46,6 +53,7 @@ SELECTION=0
 EXTRA_HVD=""
 PINNED=0
 PIN=0
+SWEEP=0
 RUN_TIMEOUT=${RUN_TIMEOUT:-1800} # seconds per benchmark run; a hung run fails the script
 
 usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; }
@@ -62,6 +70,7 @@ while [ $# -gt 0 ]; do
     --ucx) UCX=1 ;;
     --pinned) PINNED=1 ;;
     --pin) PIN=1 ;;
+    --sweep) SWEEP=1 ;;
     --out) OUT=$2; shift ;;
     --selection) SELECTION=1 ;;
     -h|--help) usage; exit 0 ;;
@@ -111,11 +120,12 @@ mpirun_for() { # np
   echo "${args[@]}"
 }
 
-run_hvd() { # np coll algo outfile [pin]
-  local pre=()
+run_hvd() { # np coll algo outfile [pin [bmem]]
+  local pre=() bm=()
   [ "${5:-0}" = 1 ] && pre=(sh -c "exec taskset -c \$((HVD_LOCAL_RANK % $NCPU)) \"\$0\" \"\$@\"")
+  [ -n "${6:-}" ] && bm=(--bmem "$6")
   timeout "$RUN_TIMEOUT" "$BUILD/hvdrun" -np "$1" --no-tag-output "${pre[@]}" "$BUILD/hvd-bench" -c "$2" -a "$3" \
-    -b "$MINB" -e "$MAXB" -f "$FACTOR" --csv $EXTRA_HVD >"$4" 2>"$4.err" ||
+    -b "$MINB" -e "$MAXB" -f "$FACTOR" --csv $EXTRA_HVD "${bm[@]}" >"$4" 2>"$4.err" ||
     { say "hvd-bench failed (np $1 $2 $3), see $4.err"; tail -5 "$4.err" >&2; return 1; }
 }
 
@@ -185,9 +195,70 @@ EOF
 fi
 
 # ---- comparison ----------------------------------------------------------------------
+sizes() { # MINB MAXB FACTOR -> the sizes a sweep visits, one per line (K/M/G suffixes)
+  python3 - "$@" <<'EOF'
+import sys
+def b(v):
+    m = {'K': 1 << 10, 'M': 1 << 20, 'G': 1 << 30}
+    return int(float(v[:-1]) * m[v[-1].upper()]) if v[-1].upper() in m else int(v)
+lo, hi, f = b(sys.argv[1]), b(sys.argv[2]), float(sys.argv[3])
+s = lo
+while s <= hi:
+    print(s)
+    n = int(s * f)
+    s = n if n > s else s + 1
+EOF
+}
+
+keep_rows() { # csv file -> appended to $2 without comment lines
+  grep -v '^#' "$1" >>"$2" || true
+}
+
+if [ "$SWEEP" = 0 ]; then
+  # B_mem once (hvd-bench measures it on rank 0), then one size per run, pairs back to back.
+  say "measuring memory bandwidth (B_mem)"
+  ALLMINB=$MINB ALLMAXB=$MAXB
+  MINB=8 MAXB=8
+  run_hvd 1 allreduce auto "$OUT/raw/bmem.csv"
+  BMEM=$(bmem_of "$OUT/raw/bmem.csv")
+  one=$OUT/raw/one.csv
+  for np in $NPS; do
+    for coll in $COLLS; do
+      for size in $(sizes "$ALLMINB" "$ALLMAXB" "$FACTOR"); do
+        MINB=$size MAXB=$size
+        for r in $(seq 1 "$ROUNDS"); do
+          say "np=$np $coll $size B round $r/$ROUNDS"
+          order="hvd ompi"
+          [ $((r % 2)) = 0 ] && order="ompi hvd"
+          for who in $order; do
+            if [ "$who" = hvd ]; then
+              run_hvd "$np" "$coll" auto "$one" 0 "$BMEM"
+            else
+              run_ompi "$np" "$coll" "$one" "$BMEM"
+            fi
+            keep_rows "$one" "$OUT/raw/np${np}_${coll}_${who}_r${r}.csv"
+          done
+          if [ "$PINNED" = 1 ]; then
+            run_hvd "$np" "$coll" auto "$one" 1 "$BMEM"
+            keep_rows "$one" "$OUT/raw/np${np}_${coll}_hvdpin_r${r}.csv"
+          fi
+          if [ "$UCX" = 1 ]; then
+            run_ompi "$np" "$coll" "$one" "$BMEM" --mca pml ucx
+            keep_rows "$one" "$OUT/raw/np${np}_${coll}_ucx_r${r}.csv"
+          fi
+        done
+      done
+    done
+  done
+  MINB=$ALLMINB MAXB=$ALLMAXB
+  echo "# pairing: one size per run, hvd and Open MPI back to back, order swapped each round; B_mem ${BMEM:-?} GB/s" >>"$OUT/env.txt"
+fi
+
 for np in $NPS; do
+  [ "$SWEEP" = 1 ] || break
   for coll in $COLLS; do
     for r in $(seq 1 "$ROUNDS"); do
+
       say "np=$np $coll round $r/$ROUNDS: hvd"
       f=$OUT/raw/np${np}_${coll}_hvd_r${r}.csv
       run_hvd "$np" "$coll" auto "$f"

@@ -21,6 +21,7 @@
 
 typedef struct shared {
   atomic_int arrived[5];
+  atomic_int entered[64]; /* barrier_rounds(): members that reached round r's barrier */
   atomic_int cma_ok;
   uint64_t hash[8][64];
 } shared_t;
@@ -143,6 +144,29 @@ static int parts_allreduce(hvd_comm_t *c, int rank, int n, size_t slot) {
 }
 
 /* Child: returns the exit status (0 = all good). */
+/* hvd_barrier_shm: nobody leaves round r before every member has entered it; each round
+ * a different member arrives last, 2 ms late (member 0 too, which releases the others
+ * when ranks outnumber cores). Both forms of the barrier, whatever this machine's core
+ * count: the second half of the rounds flips the arena's oversubscribed flag. Returns
+ * the number of early leaves. */
+static int barrier_rounds(hvd_comm_t *c, int rank, int n) {
+  int bad = 0;
+  const int natural = c->arena->oversubscribed;
+  for (int r = 0; r < 64; r++) {
+    c->arena->oversubscribed = r < 32 ? natural : !natural;
+    if (r % n == rank) usleep(2000);
+    atomic_fetch_add(&sh->entered[r], 1);
+    if (hvd_barrier_shm(c) != HVD_OK) return bad + 1000;
+    int in = atomic_load(&sh->entered[r]);
+    if (in != n) {
+      fprintf(stderr, "rank %d of %d left barrier %d when %d had entered it\n", rank, n, r, in);
+      bad++;
+    }
+  }
+  c->arena->oversubscribed = natural;
+  return bad;
+}
+
 static int child(int rank, int n, size_t slot, char tag[17]) {
   int ranks[8];
   for (int i = 0; i < n; i++) ranks[i] = i;
@@ -157,7 +181,7 @@ static int child(int rank, int n, size_t slot, char tag[17]) {
   const size_t counts[] = {0, 1, (size_t)n - 1, (size_t)n + 1, 100003, slot / 4 * 3 + 5};
   const hvd_dtype_t dts[] = {HVD_FLOAT32, HVD_INT64, HVD_FLOAT64};
   const hvd_op_t ops[] = {HVD_SUM, HVD_MAX};
-  int k = 0, bad = 0;
+  int k = 0, bad = barrier_rounds(&c, rank, n);
   for (size_t ci = 0; ci < sizeof counts / sizeof counts[0]; ci++)
     for (size_t di = 0; di < 3; di++)
       for (size_t oi = 0; oi < 2; oi++, k++) {
