@@ -7,11 +7,13 @@
  * Broadcast: per chunk (a quarter of the vector, 4 KiB to a quarter slot), the root
  *   copies the chunk into its slot and publishes POSTED; every other member copies it
  *   out, while the root already fills the next chunk. From HVD_SHM_CMA_BYTES to below
- *   HVD_SHM_BCAST_CMA_MAX, with cross-memory reads, the others read the root's buffer
- *   with process_vm_readv instead (one copy) and the root returns once all have: the
- *   pipelined copies need the data to move between the cores' caches twice, which
- *   costs 2-3x when this VM's two vCPUs sit far apart (docs/performance.md); from
- *   1 MiB the pipeline's two cores copying at once win either way.
+ *   HVD_SHM_BCAST_CMA_MAX, with cross-memory access, one copy instead: the others
+ *   read the head of the root's buffer with process_vm_readv while the root writes
+ *   the tail (1/n of it, unless ranks outnumber cores) into each of theirs with
+ *   process_vm_writev, and the root returns once all have read: the pipelined copies
+ *   need the data to move between the cores' caches twice, which costs 2-3x when
+ *   this VM's two vCPUs sit far apart (docs/performance.md); from 8 MiB (1 MiB
+ *   oversubscribed) the pipeline is as fast.
  * Allgatherv: round k carries the k-th slot-sized chunk of every member's block: each
  *   member with data left copies its chunk into its slot, and everyone copies the
  *   others' chunks to their places in recvbuf (its own block straight from sendbuf).
@@ -39,8 +41,11 @@
  * process_vm_readv rather than through the slots; measured in docs/performance.md
  * ("Same-host arena: thresholds"). */
 #define HVD_SHM_CMA_BYTES (8u * 1024)
-/* Broadcasts from this size go through the slots even with cross-memory reads. */
-#define HVD_SHM_BCAST_CMA_MAX (1024u * 1024)
+/* Broadcasts from this size go through the slots even with cross-memory access: with
+ * the root writing 1/n while the others read the rest, below 8 MiB; when ranks
+ * outnumber cores (the others read it all), below 1 MiB. */
+#define HVD_SHM_BCAST_CMA_MAX (8u * 1024 * 1024)
+#define HVD_SHM_BCAST_CMA_MAX_OVERSUB (1024u * 1024)
 
 static size_t piece(size_t count, size_t per, size_t k) {
   size_t off = k * per;
@@ -74,17 +79,32 @@ hvd_status_t hvd_broadcast_shm(hvd_comm_t *c, void *buf, size_t count, hvd_dtype
   const size_t es = hvd_dtype_size(dtype);
   char *b = buf;
   c->seq++;
-  if (a->cma && count * es >= HVD_SHM_CMA_BYTES && count * es < HVD_SHM_BCAST_CMA_MAX) {
+  const size_t cma_max = a->oversubscribed ? HVD_SHM_BCAST_CMA_MAX_OVERSUB : HVD_SHM_BCAST_CMA_MAX;
+  if (a->cma && count * es >= HVD_SHM_CMA_BYTES && count * es < cma_max) {
+    /* The others read the head of root's buffer while the root writes the tail into
+     * each of theirs: 1/n of the vector per member, so that with n = 2 both cores copy
+     * half at once. Not when ranks outnumber cores: the root would wait for each
+     * member to be scheduled (8-32 KiB at np = 3, 4 on 2 cores: 2x slower); then the
+     * others read it all. */
     const uint64_t g = ++c->arena_seq;
+    const size_t bytes = count * es;
+    const size_t tail = a->oversubscribed ? 0 : bytes / (size_t)a->n / es * es, head = bytes - tail;
+    hvd_err_t *err = c->tp ? &c->tp->err : &(hvd_err_t){0};
+    hvd_arena_ctrl(a, me)->buf = (uint64_t)(uintptr_t)buf;
+    hvd_shm_publish(a, HVD_SHM_POSTED, g);
     if (me == root) {
-      hvd_arena_ctrl(a, me)->buf = (uint64_t)(uintptr_t)buf;
-      hvd_shm_publish(a, HVD_SHM_POSTED, g);
+      for (int i = 1; i < a->n && tail > 0; i++) {
+        const int j = (me + i) % a->n;
+        HVD_CHECK(hvd_shm_wait(c, j, HVD_SHM_POSTED, g));
+        HVD_CHECK(hvd_arena_write(a, j, hvd_arena_ctrl(a, j)->buf + head, b + head, tail, err));
+      }
+      hvd_shm_publish(a, HVD_SHM_REDUCED, g); /* every tail written */
       hvd_shm_publish(a, HVD_SHM_GATHERED, g);
-      return hvd_shm_wait_all(c, HVD_SHM_GATHERED, g); /* everyone has read buf */
+      return hvd_shm_wait_all(c, HVD_SHM_GATHERED, g); /* everyone has read the head */
     }
     HVD_CHECK(hvd_shm_wait(c, root, HVD_SHM_POSTED, g));
-    HVD_CHECK(hvd_arena_read(a, root, buf, hvd_arena_ctrl(a, root)->buf, count * es,
-                             c->tp ? &c->tp->err : &(hvd_err_t){0}));
+    HVD_CHECK(hvd_arena_read(a, root, buf, hvd_arena_ctrl(a, root)->buf, head, err));
+    HVD_CHECK(hvd_shm_wait(c, root, HVD_SHM_REDUCED, g));
     hvd_shm_publish(a, HVD_SHM_GATHERED, g);
     return HVD_OK;
   }

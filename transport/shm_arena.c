@@ -107,24 +107,36 @@ hvd_status_t hvd_arena_attach(hvd_arena_t *a, const char *tag, int gen, hvd_err_
   return HVD_OK;
 }
 
-hvd_status_t hvd_arena_read(const hvd_arena_t *a, int j, void *dst, uint64_t src, size_t len,
-                            hvd_err_t *err) {
+/* process_vm_readv (write 0) or process_vm_writev (write 1) of len bytes between
+ * local and member j's address remote, looping over partial transfers. */
+static hvd_status_t cross(const hvd_arena_t *a, int j, int write, char *local, uint64_t remote,
+                          size_t len, hvd_err_t *err) {
   const pid_t pid = (pid_t)hvd_arena_ctrl(a, j)->pid;
-  char *d = dst;
   while (len > 0) {
-    struct iovec l = {.iov_base = d, .iov_len = len};
-    struct iovec r = {.iov_base = (void *)(uintptr_t)src, .iov_len = len};
-    ssize_t got = process_vm_readv(pid, &l, 1, &r, 1, 0);
+    struct iovec l = {.iov_base = local, .iov_len = len};
+    struct iovec r = {.iov_base = (void *)(uintptr_t)remote, .iov_len = len};
+    ssize_t got = write ? process_vm_writev(pid, &l, 1, &r, 1, 0)
+                        : process_vm_readv(pid, &l, 1, &r, 1, 0);
     if (got <= 0) {
-      hvd_err_set(err, "reading %zu bytes of local rank %d (pid %d): %s", len, a->ranks[j],
-                  (int)pid, got < 0 ? strerror(errno) : "nothing read");
+      hvd_err_set(err, "%s %zu bytes of local rank %d (pid %d): %s", write ? "writing" : "reading",
+                  len, a->ranks[j], (int)pid, got < 0 ? strerror(errno) : "nothing moved");
       return HVD_ERR_TRANSPORT;
     }
-    d += got;
-    src += (uint64_t)got;
+    local += got;
+    remote += (uint64_t)got;
     len -= (size_t)got;
   }
   return HVD_OK;
+}
+
+hvd_status_t hvd_arena_read(const hvd_arena_t *a, int j, void *dst, uint64_t src, size_t len,
+                            hvd_err_t *err) {
+  return cross(a, j, 0, dst, src, len, err);
+}
+
+hvd_status_t hvd_arena_write(const hvd_arena_t *a, int j, uint64_t dst, const void *src,
+                             size_t len, hvd_err_t *err) {
+  return cross(a, j, 1, (char *)(uintptr_t)src, dst, len, err);
 }
 
 int hvd_arena_probe_cma(const hvd_arena_t *a) {
@@ -137,6 +149,10 @@ int hvd_arena_probe_cma(const hvd_arena_t *a) {
     if (hvd_arena_read(a, j, &pid, peer->self + offsetof(hvd_arena_ctrl_t, pid), sizeof pid,
                        &err) != HVD_OK ||
         pid != peer->pid)
+      return 0;
+    /* Writing needs the same permission; check it too (the same value back). */
+    if (hvd_arena_write(a, j, peer->self + offsetof(hvd_arena_ctrl_t, pid), &pid, sizeof pid,
+                        &err) != HVD_OK)
       return 0;
   }
   return 1;

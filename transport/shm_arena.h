@@ -69,15 +69,20 @@ hvd_status_t hvd_arena_create(const char *tag, int gen, int rank, const int *loc
                               size_t slot_bytes, hvd_arena_t **out, hvd_err_t *err);
 /* Map the other local ranks' segments (they must all have been created). */
 hvd_status_t hvd_arena_attach(hvd_arena_t *a, const char *tag, int gen, hvd_err_t *err);
-/* 1 if this rank can read every attached member's memory with process_vm_readv
- * (same user, and Yama or a container does not forbid it), else 0. Each member must
- * have been created (hvd_arena_create makes it readable under Yama ptrace_scope 1).
+/* 1 if this rank can read and write every attached member's memory with
+ * process_vm_readv/writev (same user, and Yama or a container does not forbid it),
+ * else 0. Each member must have been created (hvd_arena_create makes it accessible
+ * under Yama ptrace_scope 1).
  * Whether to use it must be agreed by all members (a->cma). */
 int hvd_arena_probe_cma(const hvd_arena_t *a);
 /* Read len bytes at the member j's address src into dst (process_vm_readv).
  * HVD_OK, or HVD_ERR_TRANSPORT with the reason in err. */
 hvd_status_t hvd_arena_read(const hvd_arena_t *a, int j, void *dst, uint64_t src, size_t len,
                             hvd_err_t *err);
+/* Write len bytes from src to member j's address dst (process_vm_writev); same
+ * permission and errors as hvd_arena_read. */
+hvd_status_t hvd_arena_write(const hvd_arena_t *a, int j, uint64_t dst, const void *src,
+                             size_t len, hvd_err_t *err);
 /* Remove this rank's name from /dev/shm (mappings stay). */
 void hvd_arena_unlink(hvd_arena_t *a);
 void hvd_arena_destroy(hvd_arena_t *a);
