@@ -11,7 +11,7 @@
  *      publishes POSTED = g;
  *   2. waits for every member's POSTED >= g and reduces its own sub-slice of the chunk
  *      (the chunk split evenly, collectives/ring.h blocks) from all slots, in place in
- *      its own slot; publishes REDUCED = g;
+ *      its own slot, and applies the postscale factor to it; publishes REDUCED = g;
  *   3. for every member j, waits for REDUCED >= g and copies j's reduced sub-slice into
  *      its output; publishes GATHERED = g.
  * Each sub-slice is computed once, by one member, and copied to all: the result is
@@ -148,6 +148,9 @@ hvd_status_t hvd_allreduce_shm_parts(hvd_comm_t *c, const hvd_shm_part_t *parts,
         if ((rc = hvd_shm_wait(c, j, HVD_SHM_POSTED, g)) != HVD_OK) return rc;
         hvd_reduce(dst, hvd_arena_slot(a, j, p) + lo * es, cnt, dtype, op);
       }
+      /* postscale once per element, by its reducer, while the sub-slice is in cache:
+       * 1/n of the vector per member instead of a pass over the whole output */
+      hvd_scale(dst, cnt, dtype, postscale);
     }
     hvd_shm_publish(a, HVD_SHM_REDUCED, g);
 
@@ -156,7 +159,7 @@ hvd_status_t hvd_allreduce_shm_parts(hvd_comm_t *c, const hvd_shm_part_t *parts,
       const size_t lj = hvd_block_offset(len, n, j), cj = hvd_block_count(len, n, j);
       if (cj == 0) continue;
       if (j != me && (rc = hvd_shm_wait(c, j, HVD_SHM_REDUCED, g)) != HVD_OK) return rc;
-      scatter_out(&out, off + lj, cj, hvd_arena_slot(a, j, p) + lj * es, dtype, postscale);
+      scatter_out(&out, off + lj, cj, hvd_arena_slot(a, j, p) + lj * es, dtype, 1.0);
     }
     hvd_shm_publish(a, HVD_SHM_GATHERED, g);
   }

@@ -58,8 +58,21 @@ GEN_INT_(i64, int64_t)
    [HVD_MAX] = gen_max_##sfx,     [HVD_PRODUCT] = gen_prod_##sfx,                       \
    [HVD_OP_BAND] = gen_band_##sfx, [HVD_OP_BOR] = gen_bor_##sfx}
 
+static void gen_scale_f32(float *p, size_t n, double factor) {
+  for (size_t i = 0; i < n; i++) {
+    float r = (float)((double)p[i] * factor);
+    p[i] = __builtin_isnan(r) ? hvd_qnan_f32() : r;
+  }
+}
+
+static void gen_scale_f64(double *p, size_t n, double factor) {
+  for (size_t i = 0; i < n; i++) p[i] = hvd_prod_f64(p[i], factor);
+}
+
 const hvd_reduce_table_t hvd_reduce_table_generic = {
     .name = "generic",
+    .scale_f32 = gen_scale_f32,
+    .scale_f64 = gen_scale_f64,
     .fn =
         {
             [HVD_FLOAT16] = ROW_FLOAT_(f16),
@@ -202,19 +215,12 @@ void hvd_scale(void *buf, size_t count, hvd_dtype_t dtype, double factor) {
       p[i] = hvd_f32_to_bf16(hvd_prod_f32(hvd_bf16_to_f32(p[i]), f32f));
     break;
   }
-  case HVD_FLOAT32: {
-    float *p = buf;
-    for (size_t i = 0; i < count; i++) {
-      float r = (float)((double)p[i] * factor);
-      p[i] = __builtin_isnan(r) ? hvd_qnan_f32() : r;
-    }
+  case HVD_FLOAT32: /* the kernel set's: AVERAGE's 1/n pass over every result */
+    active()->scale_f32(buf, count, factor);
     break;
-  }
-  case HVD_FLOAT64: {
-    double *p = buf;
-    for (size_t i = 0; i < count; i++) p[i] = hvd_prod_f64(p[i], factor);
+  case HVD_FLOAT64:
+    active()->scale_f64(buf, count, factor);
     break;
-  }
   case HVD_INT8:
     SCALE_INT_(int8_t, INT8_MIN, INT8_MAX);
     break;

@@ -186,8 +186,40 @@ K_INT_(k_bor_i64, int64_t, 4, hvd_bor_i64, _mm256_or_si256)
   {[HVD_SUM] = k_sum_##sfx,     [HVD_MIN] = k_min_##sfx,   [HVD_MAX] = k_max_##sfx,     \
    [HVD_PRODUCT] = k_prod_##sfx, [HVD_OP_BAND] = k_band_##sfx, [HVD_OP_BOR] = k_bor_##sfx}
 
+/* hvd_scale for float32/float64: widen to double, multiply, round once. A factor
+ * that is a float itself (1/2, 1/4: AVERAGE over 2 or 4 ranks) makes the product of
+ * two floats, exact in double, so one float multiply rounds to the same bits. */
+static AVX2 void k_scale_f32(float *p, size_t n, double factor) {
+  const __m256d f = _mm256_set1_pd(factor);
+  size_t i = 0;
+  if ((double)(float)factor == factor) {
+    const __m256 ff = _mm256_set1_ps((float)factor);
+    for (; i + 8 <= n; i += 8)
+      _mm256_storeu_ps(p + i, canon_ps(_mm256_mul_ps(_mm256_loadu_ps(p + i), ff)));
+  }
+  for (; i + 8 <= n; i += 8) {
+    __m256 x = _mm256_loadu_ps(p + i);
+    __m128 lo = _mm256_cvtpd_ps(_mm256_mul_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(x)), f));
+    __m128 hi = _mm256_cvtpd_ps(_mm256_mul_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(x, 1)), f));
+    _mm256_storeu_ps(p + i, canon_ps(_mm256_insertf128_ps(_mm256_castps128_ps256(lo), hi, 1)));
+  }
+  for (; i < n; i++) {
+    float r = (float)((double)p[i] * factor);
+    p[i] = __builtin_isnan(r) ? hvd_qnan_f32() : r;
+  }
+}
+
+static AVX2 void k_scale_f64(double *p, size_t n, double factor) {
+  const __m256d f = _mm256_set1_pd(factor);
+  size_t i = 0;
+  for (; i + 4 <= n; i += 4) _mm256_storeu_pd(p + i, v_prod_f64(_mm256_loadu_pd(p + i), f));
+  for (; i < n; i++) p[i] = hvd_prod_f64(p[i], factor);
+}
+
 const hvd_reduce_table_t hvd_reduce_table_avx2 = {
     .name = "avx2",
+    .scale_f32 = k_scale_f32,
+    .scale_f64 = k_scale_f64,
     .fn =
         {
             [HVD_FLOAT16] = ROW_FLOAT_(f16),

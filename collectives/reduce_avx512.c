@@ -170,8 +170,42 @@ K_INT_(k_bor_i64, int64_t, 8, hvd_bor_i64, _mm512_or_si512)
   {[HVD_SUM] = k_sum_##sfx,     [HVD_MIN] = k_min_##sfx,   [HVD_MAX] = k_max_##sfx,     \
    [HVD_PRODUCT] = k_prod_##sfx, [HVD_OP_BAND] = k_band_##sfx, [HVD_OP_BOR] = k_bor_##sfx}
 
+/* hvd_scale for float32/float64: widen to double, multiply, round once (a factor
+ * that is a float itself: one float multiply, the same bits; see reduce_avx2.c). */
+static AVX512 void k_scale_f32(float *p, size_t n, double factor) {
+  const __m512d f = _mm512_set1_pd(factor);
+  size_t i = 0;
+  if ((double)(float)factor == factor) {
+    const __m512 ff = _mm512_set1_ps((float)factor);
+    for (; i + 16 <= n; i += 16)
+      _mm512_storeu_ps(p + i, canon_ps(_mm512_mul_ps(_mm512_loadu_ps(p + i), ff)));
+  }
+  for (; i + 16 <= n; i += 16) {
+    __m512 x = _mm512_loadu_ps(p + i);
+    __m256 lo = _mm512_cvtpd_ps(_mm512_mul_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(x)), f));
+    __m256 hi = _mm512_cvtpd_ps(
+        _mm512_mul_pd(_mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1))), f));
+    __m512 r = _mm512_castpd_ps(
+        _mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(lo)), _mm256_castps_pd(hi), 1));
+    _mm512_storeu_ps(p + i, canon_ps(r));
+  }
+  for (; i < n; i++) {
+    float r = (float)((double)p[i] * factor);
+    p[i] = __builtin_isnan(r) ? hvd_qnan_f32() : r;
+  }
+}
+
+static AVX512 void k_scale_f64(double *p, size_t n, double factor) {
+  const __m512d f = _mm512_set1_pd(factor);
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm512_storeu_pd(p + i, v_prod_f64(_mm512_loadu_pd(p + i), f));
+  for (; i < n; i++) p[i] = hvd_prod_f64(p[i], factor);
+}
+
 const hvd_reduce_table_t hvd_reduce_table_avx512 = {
     .name = "avx512",
+    .scale_f32 = k_scale_f32,
+    .scale_f64 = k_scale_f64,
     .fn =
         {
             [HVD_FLOAT16] = ROW_FLOAT_(f16),

@@ -17,9 +17,16 @@ typedef void (*hvd_reduce_fn)(void *dst, const void *a, const void *b, size_t n)
 
 #define HVD_REDUCE_OPS ((int)HVD_OP_COUNT + 2) /* public ops + band + bor */
 
+/* p[i] = p[i] * factor for i < n, the product taken in double precision and rounded
+ * once to the element type, NaN canonical (hvd_scale's float32 and float64 rules). */
+typedef void (*hvd_scale_f32_fn)(float *p, size_t n, double factor);
+typedef void (*hvd_scale_f64_fn)(double *p, size_t n, double factor);
+
 typedef struct hvd_reduce_table {
   const char *name;
   hvd_reduce_fn fn[HVD_DTYPE_COUNT][HVD_REDUCE_OPS];
+  hvd_scale_f32_fn scale_f32;
+  hvd_scale_f64_fn scale_f64;
 } hvd_reduce_table_t;
 
 typedef enum {

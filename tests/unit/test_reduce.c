@@ -646,3 +646,66 @@ Test(scale, floats) {
   hvd_scale(s, 1, HVD_FLOAT16, 1.0 / 3);
   cr_assert_eq(s[0], ref_to_f16(10.0f * (float)(1.0 / 3)));
 }
+
+/* Every kernel set's float32/float64 scaling gives the bits of the defining scalar
+ * expression ((float)((double)x * factor), canonical NaN; hvd_prod_f64) for factors
+ * that are floats themselves (the single-multiply path) and factors that are not,
+ * special values and every tail length. */
+static float ref_scale_f32(float x, double factor) {
+  float r = (float)((double)x * factor);
+  return __builtin_isnan(r) ? hvd_qnan_f32() : r;
+}
+
+static void scale_isa(hvd_isa_t isa) {
+  const hvd_reduce_table_t *t = hvd_reduce_table(isa);
+  if (t == NULL) cr_skip_test("kernel set %d is not available on this CPU", (int)isa);
+  cr_assert_not_null(t->scale_f32);
+  cr_assert_not_null(t->scale_f64);
+  const double factors[] = {0.5, 0.25, 1.0 / 3.0, 1.0 / 7.0, -2.0, 3.0, 1e30, 1e-30, 0x1p-140,
+                            0.0, -0.0, INFINITY, NAN, 0.1, 1.0000001};
+  const float sc_specials[] = {0.0f, -0.0f, 1.0f, -1.0f, 1e-45f, -1e-40f, FLT_MIN, FLT_MAX,
+                            -FLT_MAX, INFINITY, -INFINITY, NAN, 3.0f, 0.1f};
+  enum { N = 1000 };
+  float *x = malloc(N * sizeof *x), *y = malloc(N * sizeof *y);
+  double *u = malloc(N * sizeof *u), *v = malloc(N * sizeof *v);
+  cr_assert(x && y && u && v);
+  uint32_t seed = 12345;
+  for (size_t i = 0; i < N; i++) {
+    seed = seed * 1664525u + 1013904223u;
+    if (i % 5 == 0) x[i] = sc_specials[(seed >> 8) % HVD_ARRAY_SIZE_T(sc_specials)];
+    else if (i % 5 == 1) { /* any bit pattern, NaN payloads included */
+      uint32_t bits = seed;
+      memcpy(&x[i], &bits, sizeof bits);
+    } else x[i] = (float)((int32_t)seed) * 1e-6f;
+    u[i] = i % 7 == 0 ? (double)sc_specials[i % HVD_ARRAY_SIZE_T(sc_specials)] : (double)x[i] * 1.37e5;
+  }
+  for (size_t fi = 0; fi < HVD_ARRAY_SIZE_T(factors); fi++) {
+    const double f = factors[fi];
+    for (size_t n = 0; n <= N; n = n < 70 ? n + 1 : N) {
+      memcpy(y, x, N * sizeof *y);
+      t->scale_f32(y, n, f);
+      for (size_t i = 0; i < N; i++) {
+        float want = i < n ? ref_scale_f32(x[i], f) : x[i];
+        cr_assert(hvd_f32_bits(y[i]) == hvd_f32_bits(want),
+                  "%s scale_f32 factor %g n %zu [%zu]: %08x * -> %08x, want %08x", t->name, f, n,
+                  i, hvd_f32_bits(x[i]), hvd_f32_bits(y[i]), hvd_f32_bits(want));
+      }
+      memcpy(v, u, N * sizeof *v);
+      t->scale_f64(v, n, f);
+      for (size_t i = 0; i < N; i++) {
+        double want = i < n ? hvd_prod_f64(u[i], f) : u[i];
+        cr_assert(hvd_f64_bits(v[i]) == hvd_f64_bits(want),
+                  "%s scale_f64 factor %g n %zu [%zu]", t->name, f, n, i);
+      }
+      if (n == N) break;
+    }
+  }
+  free(x);
+  free(y);
+  free(u);
+  free(v);
+}
+
+Test(scale, generic_matches_scalar) { scale_isa(HVD_ISA_GENERIC); }
+Test(scale, avx2_matches_scalar) { scale_isa(HVD_ISA_AVX2); }
+Test(scale, avx512_matches_scalar) { scale_isa(HVD_ISA_AVX512); }
