@@ -8,7 +8,9 @@
  *
  * Prints one line per sample: seconds since start and the mean round trip in ns.
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
