@@ -17,7 +17,10 @@
 # of each busbw, the median over rounds of the per-round ratio hvd/ompi, and hvd's
 # memory efficiency (allreduce), as markdown tables that can be pasted into
 # docs/performance.md (also written to OUT/compare.md). The memory bandwidth behind
-# the efficiency is measured once (hvd-bench's B_mem) and passed to every run.
+# the efficiency is measured once (hvd-bench's B_mem) and passed to every run. Around
+# every pair core-latency probes which speed the machine is in (before, between,
+# after); two more columns compare hvd's and Open MPI's median busbw over the runs
+# made in the fast speed (both probes around the run under 300 ns), and in the slow one.
 # Open MPI runs with its defaults (pml ob1 + btl vader on one host); --ucx adds a
 # third column set with --mca pml ucx. np > cores uses --oversubscribe.
 # hvdrun's default binding (--bind-to auto) gives each local rank its share of the
@@ -98,7 +101,7 @@ if [ ! -x "$BUILD/hvd-bench" ] || [ ! -x "$BUILD/hvdrun" ]; then
   say "building hvd in $BUILD"
   cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 fi
-cmake --build "$BUILD" -j2 --target hvd-bench hvdrun >/dev/null
+cmake --build "$BUILD" -j2 --target hvd-bench hvdrun core-latency >/dev/null
 
 MPIBENCH=$BUILD/mpi-bench/mpi_allreduce_bench
 if [ "$SELECTION" = 0 ]; then
@@ -214,6 +217,11 @@ keep_rows() { # csv file -> appended to $2 without comment lines
   grep -v '^#' "$1" >>"$2" || true
 }
 
+probe() { # ns: a cache line's round trip between CPUs 0 and 1 (median of 3), or 0
+  [ "$NCPU" -ge 2 ] || { echo 0; return; }
+  "$BUILD/core-latency" -n 3 -i 10 -r 20000 2>/dev/null | awk '{print $3}' | sort -n | sed -n 2p
+}
+
 if [ "$SWEEP" = 0 ]; then
   # B_mem once (hvd-bench measures it on rank 0), then one size per run, pairs back to back.
   say "measuring memory bandwidth (B_mem)"
@@ -230,6 +238,7 @@ if [ "$SWEEP" = 0 ]; then
           say "np=$np $coll $size B round $r/$ROUNDS"
           order="hvd ompi"
           [ $((r % 2)) = 0 ] && order="ompi hvd"
+          probes=$(probe)
           for who in $order; do
             if [ "$who" = hvd ]; then
               run_hvd "$np" "$coll" auto "$one" 0 "$BMEM"
@@ -237,7 +246,9 @@ if [ "$SWEEP" = 0 ]; then
               run_ompi "$np" "$coll" "$one" "$BMEM"
             fi
             keep_rows "$one" "$OUT/raw/np${np}_${coll}_${who}_r${r}.csv"
+            probes="$probes $(probe)"
           done
+          echo "$np $coll $size $r $probes" >>"$OUT/raw/probes.txt"
           if [ "$PINNED" = 1 ]; then
             run_hvd "$np" "$coll" auto "$one" 1 "$BMEM"
             keep_rows "$one" "$OUT/raw/np${np}_${coll}_hvdpin_r${r}.csv"
@@ -284,13 +295,20 @@ out, nps, colls = sys.argv[1], sys.argv[2].split(), sys.argv[3].split()
 ucx, pinned = sys.argv[4] == '1', sys.argv[5] == '1'
 def load(np, coll, impl):
     runs = []
-    for path in sorted(glob.glob(os.path.join(out, 'raw', f'np{np}_{coll}_{impl}_r*.csv'))):
+    paths = glob.glob(os.path.join(out, 'raw', f'np{np}_{coll}_{impl}_r*.csv'))
+    for path in sorted(paths, key=lambda p: int(p.rsplit('_r', 1)[1].split('.')[0])):
         with open(path) as f:
             rs = [r for r in csv.reader(l for l in f if l.strip() and not l.startswith('#'))]
         runs.append({int(r[0]): r for r in rs})
     return runs
 def med(v):
     return statistics.median(v) if v else float('nan')
+probes = {}  # (np, coll, size, round) -> probe ns before, between and after the pair
+if os.path.exists(os.path.join(out, 'raw', 'probes.txt')):
+    for l in open(os.path.join(out, 'raw', 'probes.txt')):
+        f = l.split()
+        if len(f) >= 7 and all(x.replace('.', '', 1).isdigit() for x in f[4:]) and float(f[4]) > 0:
+            probes[(f[0], f[1], int(f[2]), int(f[3]))] = [float(x) for x in f[4:]]
 print(open(os.path.join(out, 'env.txt')).read().replace('# ', '').rstrip().replace('\n', '  \n'))
 print()
 for np in nps:
@@ -303,6 +321,8 @@ for np in nps:
         ar = coll == 'allreduce'
         head = '| size (B) | hvd time (µs) | hvd busbw | ompi time (µs) | ompi busbw | hvd/ompi |'
         line = '|---:|---:|---:|---:|---:|---:|'
+        if probes:
+            head += ' hvd/ompi fast speed (runs) | hvd/ompi slow speed (runs) |'; line += '---:|---:|'
         if pin:
             head += ' hvd-pinned time (µs) | hvd-pinned busbw | pinned/ompi |'; line += '---:|---:|---:|'
         if u:
@@ -325,6 +345,23 @@ for np in nps:
             cells = [f'{med(col(hvd, size, 5)):.1f}', f'{med(col(hvd, size, 7)):.3f}',
                      f'{med(col(ompi, size, 5)):.1f}', f'{med(col(ompi, size, 7)):.3f}',
                      f'{ratio(hvd, ompi, size):.2f}']
+            if probes:
+                # each run's speed from the probes just before and after it (odd rounds
+                # ran hvd first); busbw medians per library and speed, compared
+                for slow in (False, True):
+                    bw = {'hvd': [], 'ompi': []}
+                    for r in range(len(hvd)):
+                        p = probes.get((np, coll, size, r + 1))
+                        if not p or len(p) < 3:
+                            continue
+                        first, second = ('hvd', 'ompi') if (r + 1) % 2 else ('ompi', 'hvd')
+                        for who, (a, b) in ((first, p[0:2]), (second, p[1:3])):
+                            runs = hvd if who == 'hvd' else ompi
+                            if (a >= 300) == slow and (b >= 300) == slow and r < len(runs) and size in runs[r]:
+                                bw[who].append(float(runs[r][size][7]))
+                    ok = bw['hvd'] and bw['ompi'] and med(bw['ompi']) > 0
+                    cells += [f"{med(bw['hvd']) / med(bw['ompi']):.2f} ({len(bw['hvd'])}/{len(bw['ompi'])})"
+                              if ok else f"- ({len(bw['hvd'])}/{len(bw['ompi'])})"]
             if pin:
                 cells += [f'{med(col(pin, size, 5)):.1f}', f'{med(col(pin, size, 7)):.3f}',
                           f'{ratio(pin, ompi, size):.2f}']
