@@ -12,8 +12,8 @@
  *   the tail (1/n of it, unless ranks outnumber cores) into each of theirs with
  *   process_vm_writev, and the root returns once all have read: the pipelined copies
  *   need the data to move between the cores' caches twice, which costs 2-3x when
- *   this VM's two vCPUs sit far apart (docs/performance.md); from 8 MiB (1 MiB
- *   oversubscribed) the pipeline is as fast.
+ *   this VM's two vCPUs sit far apart (docs/performance.md); from 8 MiB (128 KiB
+ *   oversubscribed) the pipeline is as fast or faster.
  * Allgatherv: round k carries the k-th slot-sized chunk of every member's block: each
  *   member with data left copies its chunk into its slot, and everyone copies the
  *   others' chunks to their places in recvbuf (its own block straight from sendbuf).
@@ -43,9 +43,10 @@
 #define HVD_SHM_CMA_BYTES (8u * 1024)
 /* Broadcasts from this size go through the slots even with cross-memory access: with
  * the root writing 1/n while the others read the rest, below 8 MiB; when ranks
- * outnumber cores (the others read it all), below 1 MiB. */
+ * outnumber cores (the others read it all, each waiting for a core), below 128 KiB:
+ * np = 4 on 2 cores, the pipeline was 1.5x faster at 256-512 KiB, even at 1-2 MiB. */
 #define HVD_SHM_BCAST_CMA_MAX (8u * 1024 * 1024)
-#define HVD_SHM_BCAST_CMA_MAX_OVERSUB (1024u * 1024)
+#define HVD_SHM_BCAST_CMA_MAX_OVERSUB (128u * 1024)
 
 static size_t piece(size_t count, size_t per, size_t k) {
   size_t off = k * per;
