@@ -59,10 +59,7 @@ GEN_INT_(i64, int64_t)
    [HVD_OP_BAND] = gen_band_##sfx, [HVD_OP_BOR] = gen_bor_##sfx}
 
 static void gen_scale_f32(float *p, size_t n, double factor) {
-  for (size_t i = 0; i < n; i++) {
-    float r = (float)((double)p[i] * factor);
-    p[i] = __builtin_isnan(r) ? hvd_qnan_f32() : r;
-  }
+  for (size_t i = 0; i < n; i++) p[i] = hvd_scale_f32(p[i], factor);
 }
 
 static void gen_scale_f64(double *p, size_t n, double factor) {

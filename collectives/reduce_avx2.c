@@ -203,10 +203,7 @@ static AVX2 void k_scale_f32(float *p, size_t n, double factor) {
     __m128 hi = _mm256_cvtpd_ps(_mm256_mul_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(x, 1)), f));
     _mm256_storeu_ps(p + i, canon_ps(_mm256_insertf128_ps(_mm256_castps128_ps256(lo), hi, 1)));
   }
-  for (; i < n; i++) {
-    float r = (float)((double)p[i] * factor);
-    p[i] = __builtin_isnan(r) ? hvd_qnan_f32() : r;
-  }
+  for (; i < n; i++) p[i] = hvd_scale_f32(p[i], factor);
 }
 
 static AVX2 void k_scale_f64(double *p, size_t n, double factor) {

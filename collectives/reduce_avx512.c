@@ -189,10 +189,7 @@ static AVX512 void k_scale_f32(float *p, size_t n, double factor) {
         _mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(lo)), _mm256_castps_pd(hi), 1));
     _mm512_storeu_ps(p + i, canon_ps(r));
   }
-  for (; i < n; i++) {
-    float r = (float)((double)p[i] * factor);
-    p[i] = __builtin_isnan(r) ? hvd_qnan_f32() : r;
-  }
+  for (; i < n; i++) p[i] = hvd_scale_f32(p[i], factor);
 }
 
 static AVX512 void k_scale_f64(double *p, size_t n, double factor) {

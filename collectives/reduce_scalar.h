@@ -132,6 +132,13 @@ HVD_DEF_FLOAT_OPS_(float, f32, HVD_F32_QNAN_BITS, hvd_f32_bits, hvd_f32_from_bit
 HVD_DEF_FLOAT_OPS_(double, f64, HVD_F64_QNAN_BITS, hvd_f64_bits, hvd_f64_from_bits, uint64_t)
 #undef HVD_DEF_FLOAT_OPS_
 
+/* hvd_scale's float32 element: the product in double precision, rounded once, NaN
+ * canonical (float64's is hvd_prod_f64). */
+static inline float hvd_scale_f32(float x, double factor) {
+  float r = (float)((double)x * factor);
+  return __builtin_isnan(r) ? hvd_qnan_f32() : r;
+}
+
 /* ---- float16 / bfloat16: through float32 ------------------------------------------ */
 
 #define HVD_DEF_HALF_OPS_(sfx, TO32, FROM32)                                            \
