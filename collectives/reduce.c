@@ -21,6 +21,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
+#endif
 
 #include "collectives/reduce.h"
 #include "collectives/reduce_impl.h"
@@ -93,6 +96,14 @@ const hvd_reduce_table_t hvd_reduce_table_generic = {
 
 static const char *const isa_names[HVD_ISA_COUNT] = {"generic", "avx2", "avx512"};
 
+#if HVD_HAVE_X86_KERNELS
+/* CPUID.1:ECX.F16C (clang's __builtin_cpu_supports does not know "f16c"). */
+static int cpu_has_f16c(void) {
+  unsigned a, b, c, d;
+  return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) != 0;
+}
+#endif
+
 int hvd_reduce_isa_available(hvd_isa_t isa) {
   switch (isa) {
   case HVD_ISA_GENERIC:
@@ -100,7 +111,7 @@ int hvd_reduce_isa_available(hvd_isa_t isa) {
 #if HVD_HAVE_X86_KERNELS
   case HVD_ISA_AVX2:
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+    return __builtin_cpu_supports("avx2") && cpu_has_f16c();
   case HVD_ISA_AVX512:
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");

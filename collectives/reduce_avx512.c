@@ -182,9 +182,9 @@ static AVX512 void k_scale_f32(float *p, size_t n, double factor) {
   }
   for (; i + 16 <= n; i += 16) {
     __m512 x = _mm512_loadu_ps(p + i);
+    __m256 x_hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1));
     __m256 lo = _mm512_cvtpd_ps(_mm512_mul_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(x)), f));
-    __m256 hi = _mm512_cvtpd_ps(
-        _mm512_mul_pd(_mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1))), f));
+    __m256 hi = _mm512_cvtpd_ps(_mm512_mul_pd(_mm512_cvtps_pd(x_hi), f));
     __m512 r = _mm512_castpd_ps(
         _mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(lo)), _mm256_castps_pd(hi), 1));
     _mm512_storeu_ps(p + i, canon_ps(r));

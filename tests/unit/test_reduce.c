@@ -23,6 +23,7 @@
 #include "collectives/reduce_scalar.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define HAVE_X86 1
 #else
@@ -547,7 +548,8 @@ __attribute__((target("f16c"))) static void f16c_compare(void) {
 /* The scalar conversions agree with the F16C instructions (when the CPU has them). */
 Test(convert, f16_matches_f16c) {
 #if HAVE_X86
-  if (__builtin_cpu_supports("f16c")) {
+  unsigned a, b, c, d; /* CPUID.1:ECX.F16C (clang's __builtin_cpu_supports lacks "f16c") */
+  if (__get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C)) {
     f16c_compare();
     return;
   }
@@ -677,7 +679,8 @@ static void scale_isa(hvd_isa_t isa) {
       uint32_t bits = seed;
       memcpy(&x[i], &bits, sizeof bits);
     } else x[i] = (float)((int32_t)seed) * 1e-6f;
-    u[i] = i % 7 == 0 ? (double)sc_specials[i % HVD_ARRAY_SIZE_T(sc_specials)] : (double)x[i] * 1.37e5;
+    u[i] = i % 7 == 0 ? (double)sc_specials[i % HVD_ARRAY_SIZE_T(sc_specials)]
+                      : (double)x[i] * 1.37e5;
   }
   for (size_t fi = 0; fi < HVD_ARRAY_SIZE_T(factors); fi++) {
     const double f = factors[fi];
