@@ -44,7 +44,7 @@
 /* Broadcasts from this size go through the slots even with cross-memory access: with
  * the root writing 1/n while the others read the rest, below 8 MiB; when ranks
  * outnumber cores (the others read it all, each waiting for a core), below 128 KiB:
- * np = 4 on 2 cores, the pipeline was 1.5x faster at 256-512 KiB, even at 1-2 MiB. */
+ * np = 4 on 2 cores, the pipeline was 1.5-2x faster at 256 KiB-1 MiB. */
 #define HVD_SHM_BCAST_CMA_MAX (8u * 1024 * 1024)
 #define HVD_SHM_BCAST_CMA_MAX_OVERSUB (128u * 1024)
 

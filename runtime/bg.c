@@ -29,9 +29,10 @@
  * between a pair are matched in order, so no sequence numbers are needed on the wire.
  * No control message on the wire is larger than what the peer provider buffers when
  * no receive is posted (frag_max): the receiver may be inside a collective with no
- * control receive posted, and libfabric's shm provider does not complete a larger (CMA) send until
- * the receiver posts a matching receive — and holds every later send to that peer
- * behind it, the collective's data included: a deadlock (libfabric issue 9853).
+ * control receive posted, and libfabric's shm provider does not complete a larger
+ * (CMA) send until the receiver posts a matching receive — and holds every later send
+ * to that peer behind it, the collective's data included: a deadlock (libfabric issue
+ * 9853).
  * Injected (and, with ofi_rxm, eager) messages are buffered by the receiving provider
  * instead.
  */

@@ -59,7 +59,7 @@ PIN=0
 SWEEP=0
 RUN_TIMEOUT=${RUN_TIMEOUT:-1800} # seconds per benchmark run; a hung run fails the script
 
-usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; } # the header
 
 while [ $# -gt 0 ]; do
   case "$1" in
