@@ -7,15 +7,21 @@
  * slots. For chunk g (the communicator's running chunk number, the same on every
  * member), member m:
  *   1. waits until every member has finished chunk g-2 (its slot of that parity is
- *      free again: counter GATHERED >= g-2), copies its input chunk into its slot and
- *      publishes POSTED = g;
+ *      free again: counter GATHERED >= g-2), copies into its slot the parts of its
+ *      input chunk that the others reduce, and publishes POSTED = g;
  *   2. waits for every member's POSTED >= g and reduces its own sub-slice of the chunk
- *      (the chunk split evenly, collectives/ring.h blocks) from all slots, in place in
- *      its own slot, and applies the postscale factor to it; publishes REDUCED = g;
+ *      (the chunk split evenly, collectives/ring.h blocks) from its input and the
+ *      others' slots into its own slot, and applies the postscale factor to it;
+ *      publishes REDUCED = g;
  *   3. for every member j, waits for REDUCED >= g and copies j's reduced sub-slice into
  *      its output; publishes GATHERED = g.
  * Each sub-slice is computed once, by one member, and copied to all: the result is
  * bit-identical everywhere. Counters are release-stored and acquire-loaded.
+ * Copying only what the others read (not the member's own sub-slice, which it reads
+ * from its input) saves a copy of 1/n of the vector, and at np = 2 it halves the
+ * writes into slot lines the peer has cached, whose invalidation is most of the
+ * copy's cost when the two cores do not share a cache (docs/performance.md). With a
+ * prescale factor the whole chunk is copied and scaled as before.
  *
  * Small vectors (at most HVD_SHM_DIRECT_BYTES, one chunk) take a shorter way: every
  * member reduces the whole chunk from all slots, in member order, straight into its
@@ -67,6 +73,31 @@ static void gather_in(cursor_t *k, size_t off, size_t len, char *slot, hvd_dtype
     at++;
   }
   if (pre != 1.0) hvd_scale(slot, len, dt, pre);
+}
+
+/* dst[0, len) <- (x op inputs of [off, off+len)) if x_first, else (inputs op x): a
+ * member's own sub-slice reduced straight from its input with one other member's
+ * slot data x, member order kept (member 0's data first). Parts without input count
+ * as zeros. */
+static void reduce_own(cursor_t *k, size_t off, size_t len, char *dst, const char *x,
+                       int x_first, hvd_dtype_t dt, hvd_op_t op) {
+  seek(k, off);
+  size_t at = k->at, base = k->base, done = 0;
+  while (done < len) {
+    const hvd_shm_part_t *q = &k->parts[at];
+    size_t skip = off + done - base, n = HVD_MIN(q->count - skip, len - done);
+    char *d = dst + done * k->es;
+    const char *in = (const char *)q->in + skip * k->es;
+    if (q->in == NULL) {
+      memset(d, 0, n * k->es);
+      in = d;
+    }
+    if (x_first) hvd_reduce3(d, x + done * k->es, in, n, dt, op);
+    else hvd_reduce3(d, in, x + done * k->es, n, dt, op);
+    done += n;
+    base += q->count;
+    at++;
+  }
 }
 
 /* outputs of [off, off+len) <- src, times post (parts without output skipped). */
@@ -132,21 +163,28 @@ hvd_status_t hvd_allreduce_shm_parts(hvd_comm_t *c, const hvd_shm_part_t *parts,
     char *slot = hvd_arena_slot(a, me, p);
     hvd_status_t rc;
 
+    const size_t lo = hvd_block_offset(len, n, me), cnt = hvd_block_count(len, n, me);
+    const int own = prescale == 1.0 && cnt > 0; /* own sub-slice read from the input */
     if (g > 2 && (rc = hvd_shm_wait_all(c, HVD_SHM_GATHERED, g - 2)) != HVD_OK) return rc;
-    gather_in(&in, off, len, slot, dtype, prescale);
+    if (!own) {
+      gather_in(&in, off, len, slot, dtype, prescale);
+    } else {
+      gather_in(&in, off, lo, slot, dtype, 1.0);
+      gather_in(&in, off + lo + cnt, len - lo - cnt, slot + (lo + cnt) * es, dtype, 1.0);
+    }
     hvd_shm_publish(a, HVD_SHM_POSTED, g);
 
-    const size_t lo = hvd_block_offset(len, n, me), cnt = hvd_block_count(len, n, me);
     if (cnt > 0) {
       char *dst = slot + lo * es;
-      if (me != 0) {
-        if ((rc = hvd_shm_wait(c, 0, HVD_SHM_POSTED, g)) != HVD_OK) return rc;
-        hvd_reduce3(dst, hvd_arena_slot(a, 0, p) + lo * es, dst, cnt, dtype, op);
-      }
-      for (int j = 1; j < n; j++) {
+      int first = 1; /* dst does not hold the own sub-slice yet (own) */
+      for (int j = 0; j < n; j++) {
         if (j == me) continue;
         if ((rc = hvd_shm_wait(c, j, HVD_SHM_POSTED, g)) != HVD_OK) return rc;
-        hvd_reduce(dst, hvd_arena_slot(a, j, p) + lo * es, cnt, dtype, op);
+        const char *x = hvd_arena_slot(a, j, p) + lo * es;
+        if (own && first) reduce_own(&in, off + lo, cnt, dst, x, j < me, dtype, op);
+        else if (j == 0) hvd_reduce3(dst, x, dst, cnt, dtype, op);
+        else hvd_reduce(dst, x, cnt, dtype, op);
+        first = 0;
       }
       /* postscale once per element, by its reducer, while the sub-slice is in cache:
        * 1/n of the vector per member instead of a pass over the whole output */

@@ -111,33 +111,38 @@ static int other_collectives(hvd_comm_t *c, int rank, int n, size_t slot) {
 }
 
 /* hvd_allreduce_shm_parts: tensors of uneven sizes (empty ones too) with a part
- * without input (zeros) and one without output, one in place, prescale and
- * postscale; totals below and above the one-hand-off size and several slots. */
+ * without input on the last member (zeros; the vector's last sixth, inside that
+ * member's own sub-slice, which it reduces from its inputs when there is no
+ * prescale) and one without output, one in place, with and without a prescale, and
+ * a postscale; totals below and above the one-hand-off size and several slots. */
 static int parts_allreduce(hvd_comm_t *c, int rank, int n, size_t slot) {
   const size_t totals[] = {5, 300, slot / 4 * 2 + 9};
   int bad = 0;
-  for (size_t ti = 0; ti < 3; ti++) {
-    enum { NP = 5 };
-    size_t cnt[NP] = {totals[ti] / 2, 0, totals[ti] / 3, 1, totals[ti] / 6 + 2};
-    float *in[NP], *out[NP];
-    hvd_shm_part_t parts[NP];
-    for (int i = 0; i < NP; i++) {
-      in[i] = malloc(cnt[i] * sizeof(float) + 4);
-      out[i] = i == 2 ? in[i] : malloc(cnt[i] * sizeof(float) + 4); /* 2: in place */
-      for (size_t x = 0; x < cnt[i]; x++) in[i][x] = (float)val(x + (size_t)i, rank);
-      parts[i] = (hvd_shm_part_t){.in = i == 3 && rank == 1 ? NULL : in[i],
-                                  .out = i == 4 ? NULL : out[i], .count = cnt[i]};
-    }
-    if (hvd_allreduce_shm_parts(c, parts, NP, HVD_FLOAT32, HVD_SUM, 2.0, 0.25) != HVD_OK)
-      return bad + 1000;
-    for (int i = 0; i < NP; i++) {
-      for (size_t x = 0; i != 4 && x < cnt[i]; x++) {
-        double want = 0;
-        for (int q = 0; q < n; q++) want += i == 3 && q == 1 ? 0 : 2.0 * val(x + (size_t)i, q);
-        bad += out[i][x] != (float)(want * 0.25);
+  for (int pi = 0; pi < 2; pi++) {
+    const double pre = pi == 0 ? 2.0 : 1.0;
+    for (size_t ti = 0; ti < 3; ti++) {
+      enum { NP = 5 };
+      size_t cnt[NP] = {totals[ti] / 2, 0, totals[ti] / 3, totals[ti] / 6 + 1, 2};
+      float *in[NP], *out[NP];
+      hvd_shm_part_t parts[NP];
+      for (int i = 0; i < NP; i++) {
+        in[i] = malloc(cnt[i] * sizeof(float) + 4);
+        out[i] = i == 2 ? in[i] : malloc(cnt[i] * sizeof(float) + 4); /* 2: in place */
+        for (size_t x = 0; x < cnt[i]; x++) in[i][x] = (float)val(x + (size_t)i, rank);
+        parts[i] = (hvd_shm_part_t){.in = i == 3 && rank == n - 1 ? NULL : in[i],
+                                    .out = i == 4 ? NULL : out[i], .count = cnt[i]};
       }
-      if (out[i] != in[i]) free(out[i]);
-      free(in[i]);
+      if (hvd_allreduce_shm_parts(c, parts, NP, HVD_FLOAT32, HVD_SUM, pre, 0.25) != HVD_OK)
+        return bad + 1000;
+      for (int i = 0; i < NP; i++) {
+        for (size_t x = 0; i != 4 && x < cnt[i]; x++) {
+          double want = 0;
+          for (int q = 0; q < n; q++) want += i == 3 && q == n - 1 ? 0 : pre * val(x + (size_t)i, q);
+          bad += out[i][x] != (float)(want * 0.25);
+        }
+        if (out[i] != in[i]) free(out[i]);
+        free(in[i]);
+      }
     }
   }
   return bad;
