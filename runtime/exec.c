@@ -10,6 +10,8 @@
  * receive buffer (no copy) unless a prescale needs one; fused tensors are copied
  * into the persistent fusion buffer (prescale applied on the way in), reduced in
  * place, and copied out (postscale and AVERAGE's 1/n applied on the way out).
+ * A set of one member reduces nothing: each tensor's result is its input, scaled (no
+ * fusion buffer, no copy for a tensor reduced in place).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -130,10 +132,21 @@ static void exec_allreduce(hvd_ctx_t *ctx, hvd_pset_t *ps, const hvd_response_t 
   hvd_status_t rc = HVD_OK;
   uint64_t t0, t1;
   hvd_shm_part_t pstack[8], *parts = NULL;
-  if (algo == HVD_ALGO_SHM)
+  if (algo == HVD_ALGO_SHM && ps->n > 1)
     parts = n <= 8 ? pstack : malloc((size_t)n * sizeof *parts); /* NULL: fusion buffer */
 
-  if (parts != NULL) {
+  if (ps->n == 1) {
+    t0 = hvd_now_ns();
+    for (int i = 0; i < n; i++) {
+      hvd_entry_t *x = e[i];
+      size_t count = r->counts[i];
+      if (x == NULL || count == 0) continue;
+      if (x->sendbuf != x->recvbuf) memcpy(x->recvbuf, x->sendbuf, count * es);
+      if (pre != 1.0) hvd_scale(x->recvbuf, count, dt, pre); /* as the other paths round */
+      if (post != 1.0) hvd_scale(x->recvbuf, count, dt, post);
+    }
+    tl_op(ctx, r, e, n, "local", total_count * es, t0, hvd_now_ns());
+  } else if (parts != NULL) {
     /* The arena reads the tensors and writes the results in place of a fusion buffer,
      * scaling on the way (collectives/allreduce_shm.c). */
     for (int i = 0; i < n; i++)
