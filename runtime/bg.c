@@ -472,6 +472,14 @@ static int coord_for_others(hvd_engine_t *eng) {
   return 0;
 }
 
+/* The application computes on the core this thread shares: no spare core, nobody in
+ * hvd_wait, no hvd_test within HVD_TEST_POLL_NS (see idle_wait). Lists sent then carry
+ * HVD_REQ_FLAG_BUSY. */
+static int app_busy(hvd_ctx_t *ctx, int stopping, uint64_t now) {
+  return !ctx->spare_core && !stopping && atomic_load(&ctx->waiters) == 0 &&
+         now - atomic_load_explicit(&ctx->test_ns, memory_order_relaxed) > HVD_TEST_POLL_NS;
+}
+
 static int has_work(hvd_engine_t *eng, int stopping) {
   hvd_ctx_t *ctx = eng->ctx;
   if (stopping || eng->sends != NULL) return 1;
@@ -493,9 +501,7 @@ static void idle_wait(hvd_engine_t *eng, int stopping) {
    * within the last HVD_TEST_POLL_NS), and otherwise ("polite") sleep, so a rank
    * computing with tensors in flight keeps its core; hvd_wait signals cv, which ends
    * such a sleep at once. */
-  int polite = !ctx->spare_core && !stopping && eng->sends == NULL &&
-               atomic_load(&ctx->waiters) == 0 &&
-               now - atomic_load_explicit(&ctx->test_ns, memory_order_relaxed) > HVD_TEST_POLL_NS &&
+  int polite = app_busy(ctx, stopping, now) && eng->sends == NULL &&
                !coord_for_others(eng); /* other ranks wait for that, not our application */
   if (!polite && eng->polite) { /* the application started waiting: poll afresh */
     eng->last_activity_ns = now;
@@ -571,10 +577,17 @@ static int cycle(hvd_engine_t *eng, int stopping, uint64_t stop_deadline, hvd_er
     (void)stop_deadline;
   }
 
-  /* 2. Request lists to the coordinator. */
+  /* 2. Request lists to the coordinator, flagged busy while the application computes;
+   * when it starts waiting, a set told "busy" last hears otherwise at once (an empty
+   * list if need be), which ends the coordinator's hold on our account. */
+  const int busy = app_busy(ctx, stopping, hvd_now_ns());
   for (int id = 0; id < ctx->npsets; id++) {
     hvd_pset_t *ps = ctx->psets[id];
-    if (ps == NULL || !ps->out_dirty) continue;
+    if (ps == NULL) continue;
+    if (!busy && ps->sent_busy && ps->me >= 0 && !ps->shut) ps->out_dirty = 1;
+    if (!ps->out_dirty) continue;
+    ps->out.flags = busy ? ps->out.flags | HVD_REQ_FLAG_BUSY : ps->out.flags & ~HVD_REQ_FLAG_BUSY;
+    ps->sent_busy = busy;
     ps->out.set = (uint32_t)id;
     ps->out.ack = ps->applied;
     if (ctx->id.rank == 0) {

@@ -67,6 +67,7 @@ struct hvd_coord {
 
   int *joined, njoined, last_joined;
   int *shut, nshut;
+  int *busy, nbusy; /* members whose last list had HVD_REQ_FLAG_BUSY */
   uint64_t last_stall_check_ns;
   uint64_t hold_since_ns; /* ready tensors held back to fuse with arriving ones */
   hvd_coord_stats_t stats;
@@ -88,10 +89,11 @@ hvd_coord_t *hvd_coord_new(const hvd_coord_params_t *p) {
   c->ack = calloc((size_t)c->n, sizeof *c->ack);
   c->joined = calloc((size_t)c->n, sizeof *c->joined);
   c->shut = calloc((size_t)c->n, sizeof *c->shut);
+  c->busy = calloc((size_t)c->n, sizeof *c->busy);
   c->bits = calloc((size_t)c->n, sizeof *c->bits);
   c->words = (p->cache_capacity + 63) / 64;
   if (p->cache_capacity > 0) c->slots = calloc((size_t)p->cache_capacity, sizeof *c->slots);
-  if (!c->members || !c->ack || !c->joined || !c->shut || !c->bits ||
+  if (!c->members || !c->ack || !c->joined || !c->shut || !c->busy || !c->bits ||
       (p->cache_capacity > 0 && !c->slots))
     goto fail;
   memcpy(c->members, p->members, (size_t)c->n * sizeof *c->members);
@@ -129,6 +131,7 @@ void hvd_coord_free(hvd_coord_t *c) {
   free(c->ack);
   free(c->joined);
   free(c->shut);
+  free(c->busy);
   free(c->evict);
   hvd_strmap_free(&c->table);
   hvd_strmap_free(&c->by_name);
@@ -277,6 +280,11 @@ hvd_status_t hvd_coord_add(hvd_coord_t *c, int m, hvd_request_list_t *l, uint64_
   if (l->ack > c->ack[m]) {
     c->ack[m] = l->ack;
     if (c->p.cache_capacity > 0) release_limbo(c);
+  }
+  int busy = (l->flags & HVD_REQ_FLAG_BUSY) != 0;
+  if (busy != c->busy[m]) {
+    c->busy[m] = busy;
+    c->nbusy += busy ? 1 : -1;
   }
   if (l->flags & HVD_REQ_FLAG_SHUTDOWN && !c->shut[m]) {
     c->shut[m] = 1;
@@ -768,11 +776,13 @@ int hvd_coord_build(hvd_coord_t *c, uint64_t now, hvd_response_list_t *out) {
   memset(out, 0, sizeof *out);
 
   /* Hold ready tensors for up to the cycle time while others are still arriving, so
-   * they can be fused; a lone tensor (nothing else arriving) goes at once. */
+   * they can be fused, or while a member is busy (its application computing: it would
+   * join the collective only later, and its next list usually brings more tensors);
+   * a lone tensor (nothing else arriving, nobody busy) goes at once. */
   if (c->p.cycle_time_ms > 0 && c->nevict == 0 && c->nshut < c->n && c->njoined < c->n) {
     int any_ready, any_partial;
     readiness(c, &any_ready, &any_partial);
-    if (any_ready && any_partial) {
+    if (any_ready && (any_partial || c->nbusy > 0)) {
       if (c->hold_since_ns == 0) c->hold_since_ns = now;
       if ((double)(now - c->hold_since_ns) < c->p.cycle_time_ms * 1e6) {
         stall_check(c, now, &r);

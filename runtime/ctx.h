@@ -96,6 +96,7 @@ typedef struct hvd_pset {
   hvd_request_list_t out; /* being built for the coordinator */
   size_t out_cap;
   int out_dirty;
+  int sent_busy; /* the last list sent had HVD_REQ_FLAG_BUSY */
   int shutdown_sent;
   int shut; /* the coordinator said everyone shut down */
   hvd_entry_t *join_entry;

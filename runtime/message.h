@@ -80,6 +80,11 @@ typedef struct hvd_request_list {
 } hvd_request_list_t;
 
 #define HVD_REQ_FLAG_SHUTDOWN 1u /* this rank is shutting down */
+/* Sent while this rank's application computes on the core its background thread
+ * shares (not waiting): the rank runs no collective before its application waits or
+ * its background thread's next timeout (bg.c), so the coordinator holds ready tensors
+ * (up to the cycle time) rather than start a collective the others would wait in. */
+#define HVD_REQ_FLAG_BUSY 2u
 
 typedef struct hvd_response_list {
   uint32_t flags; /* HVD_RESP_FLAG_* */

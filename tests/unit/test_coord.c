@@ -1257,6 +1257,59 @@ Test(coord, cycle_time_holds_cache_hits_too) {
   hvd_coord_free(c);
 }
 
+/* Member m's list with only the busy flag (its application computing) or without it. */
+static void busy_list(hvd_coord_t *c, int m, uint64_t ack, int busy, uint64_t now) {
+  rl_t r;
+  rl_init(&r, ack);
+  r.l.flags = busy ? HVD_REQ_FLAG_BUSY : 0;
+  add(c, m, &r, now);
+}
+
+Test(coord, busy_member_holds_ready_tensors_until_it_waits) {
+  quiet();
+  hvd_coord_t *c = coord((cfg_t){.n = 2, .fusion = 1 << 20, .cycle_ms = 5});
+  sub(c, 0, 0, "a", HVD_FLOAT32, 1, T0);
+  rl_t r;
+  rl_init(&r, 0);
+  rl_req(&r, HVD_MSG_ALLREDUCE, HVD_FLOAT32, 1, "a");
+  r.l.flags = HVD_REQ_FLAG_BUSY; /* member 1 submitted "a" and computes on */
+  add(c, 1, &r, T0);
+  nothing(c, T0);
+  nothing(c, T0 + 2 * MS);
+  /* it submits "b" and waits: one fused response, at once */
+  sub(c, 1, 0, "b", HVD_FLOAT32, 1, T0 + 3 * MS);
+  sub(c, 0, 0, "b", HVD_FLOAT32, 1, T0 + 3 * MS);
+  expect_shape(c, T0 + 3 * MS, "a,b", NULL);
+  hvd_coord_free(c);
+}
+
+Test(coord, busy_member_wait_without_new_tensors_releases_the_hold) {
+  quiet();
+  hvd_coord_t *c = coord((cfg_t){.n = 3, .fusion = 1 << 20, .cycle_ms = 5});
+  for (int m = 0; m < 3; m++) sub(c, m, 0, "a", HVD_FLOAT32, 1, T0);
+  busy_list(c, 2, 0, 1, T0);
+  nothing(c, T0 + 1 * MS);
+  busy_list(c, 2, 0, 0, T0 + 1 * MS); /* the empty list a waiting member sends */
+  expect_shape(c, T0 + 1 * MS, "a", NULL);
+  /* busy again, then the hold runs out after the cycle time */
+  for (int m = 0; m < 3; m++) sub(c, m, 1, "b", HVD_FLOAT32, 1, T0 + 10 * MS);
+  busy_list(c, 0, 1, 1, T0 + 10 * MS);
+  nothing(c, T0 + 10 * MS);
+  nothing(c, T0 + 15 * MS - 1);
+  expect_shape(c, T0 + 15 * MS, "b", NULL);
+  hvd_coord_free(c);
+}
+
+Test(coord, busy_flag_without_cycle_time_holds_nothing) {
+  quiet();
+  hvd_coord_t *c = coord((cfg_t){.n = 2, .fusion = 1 << 20, .cycle_ms = 0});
+  busy_list(c, 1, 0, 1, T0);
+  sub(c, 0, 0, "a", HVD_FLOAT32, 1, T0);
+  sub(c, 1, 0, "a", HVD_FLOAT32, 1, T0);
+  expect_shape(c, T0, "a", NULL);
+  hvd_coord_free(c);
+}
+
 /* ==== join ================================================================================ */
 
 Test(coord, joined_member_counts_as_ready_for_allreduce) {
