@@ -21,7 +21,9 @@
  *      there are no more ranks than cores) polls only while its application thread
  *      waits (hvd_wait; hvd_test recently): otherwise polling would take the core
  *      from the application's computation (a trainer overlapping backprop with its
- *      gradient allreduces), so it sleeps, and hvd_wait's signal ends the sleep.
+ *      gradient allreduces), so it sleeps, and hvd_wait's signal ends the sleep;
+ *      its timeout (HVD_POLITE_SLEEP_NS) only bounds how late tensors submitted
+ *      meanwhile reach the coordinator (each wake-up preempts the computation).
  *
  * Control messages travel over the transport with HVD_TAG_KIND_CONTROL tags: an
  * inline message, or, for a larger list, a short header carrying the size and the
@@ -52,6 +54,11 @@
 #define CTRL_INLINE (64 * 1024)
 #define BIG_MAGIC 0x47494248u /* "HBIG" */
 #define BIG_HDR 16                /* magic u32, total length u64, fragment size u32 */
+/* Longest sleep of a background thread whose application computes on its core
+ * ("polite", idle_wait). 1 ms made the thread preempt a trainer's backward pass about
+ * twice per 2 ms step; 5 ms instead: ~2 % less compute per step (docs/performance.md,
+ * "Problems found" 13). */
+#define HVD_POLITE_SLEEP_NS 5000000u
 #define STEP_INLINE 0
 #define STEP_BIG 1
 
@@ -521,7 +528,7 @@ static void idle_wait(hvd_engine_t *eng, int stopping) {
   }
   /* (Polite: hvd_wait, a submission on a spare core, or a timeout ends the sleep; short
    * sleeps would only switch to this thread and back on the application's core.) */
-  eng->sleep_ns = polite ? 1000000 : eng->sleep_ns ? HVD_MIN(eng->sleep_ns * 2, 1000000) : 20000;
+  eng->sleep_ns = polite ? HVD_POLITE_SLEEP_NS : eng->sleep_ns ? HVD_MIN(eng->sleep_ns * 2, 1000000) : 20000;
   pthread_mutex_lock(&ctx->mu);
   if (ctx->head == NULL && ctx->stopping == stopping && !ctx->tl_cmd && ctx->direct_state != 1 &&
       !atomic_load(&ctx->aborted) && !(polite && atomic_load(&ctx->waiters) > 0)) {
