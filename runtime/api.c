@@ -609,8 +609,12 @@ static void wait_done(hvd_req_t *req) {
   hvd_ctx_t *ctx = req->ctx;
   pthread_mutex_lock(&ctx->mu);
   atomic_fetch_add(&ctx->waiters, 1);
-  pthread_cond_signal(&ctx->cv);
   pthread_mutex_unlock(&ctx->mu);
+  /* Signalled after unlocking: on a shared core the woken background thread runs at
+   * once, and holding mu then made it block on mu, switch back to us to release it
+   * and preempt us again (two extra switches per wait). It cannot miss the signal: it
+   * either saw waiters > 0 under mu, or was already waiting on cv when we took mu. */
+  pthread_cond_signal(&ctx->cv);
   while (!atomic_load_explicit(&req->done, memory_order_acquire))
     syscall(SYS_futex, (int *)&req->done, FUTEX_WAIT_PRIVATE, 0, NULL, NULL, 0);
   atomic_fetch_sub(&ctx->waiters, 1);

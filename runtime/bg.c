@@ -516,7 +516,8 @@ static void idle_wait(hvd_engine_t *eng, int stopping) {
     idle = 0;
   }
   eng->polite = polite;
-  if (!polite && has_work(eng, stopping)) {
+  const int work = has_work(eng, stopping);
+  if (!polite && work) {
     if ((double)idle < ctx->cfg.spin_us * 1e3) {
       __builtin_ia32_pause();
       return;
@@ -527,11 +528,16 @@ static void idle_wait(hvd_engine_t *eng, int stopping) {
     }
   }
   /* (Polite: hvd_wait, a submission on a spare core, or a timeout ends the sleep; short
-   * sleeps would only switch to this thread and back on the application's core.) */
-  eng->sleep_ns = polite ? HVD_POLITE_SLEEP_NS : eng->sleep_ns ? HVD_MIN(eng->sleep_ns * 2, 1000000) : 20000;
+   * sleeps would only switch to this thread and back on the application's core. The
+   * same with nothing in flight on a shared core, where the application may still
+   * count as waiting for a moment, just woken by the completion we signalled: a short
+   * timeout would preempt it once it computes again.) */
+  const int long_sleep = polite || (!ctx->spare_core && !work);
+  eng->sleep_ns = long_sleep ? HVD_POLITE_SLEEP_NS : eng->sleep_ns ? HVD_MIN(eng->sleep_ns * 2, 1000000) : 20000;
   pthread_mutex_lock(&ctx->mu);
   if (ctx->head == NULL && ctx->stopping == stopping && !ctx->tl_cmd && ctx->direct_state != 1 &&
-      !atomic_load(&ctx->aborted) && !(polite && atomic_load(&ctx->waiters) > 0)) {
+      !atomic_load(&ctx->aborted) && !(polite && atomic_load(&ctx->waiters) > 0) &&
+      !(long_sleep && atomic_load(&ctx->st_submitted) != atomic_load(&ctx->st_completed))) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     uint64_t ns = (uint64_t)ts.tv_nsec + eng->sleep_ns;
