@@ -537,7 +537,8 @@ static void idle_wait(hvd_engine_t *eng, int stopping) {
   pthread_mutex_lock(&ctx->mu);
   if (ctx->head == NULL && ctx->stopping == stopping && !ctx->tl_cmd && ctx->direct_state != 1 &&
       !atomic_load(&ctx->aborted) && !(polite && atomic_load(&ctx->waiters) > 0) &&
-      !(long_sleep && atomic_load(&ctx->st_submitted) != atomic_load(&ctx->st_completed))) {
+      !(!polite && long_sleep &&
+        atomic_load(&ctx->st_submitted) != atomic_load(&ctx->st_completed))) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     uint64_t ns = (uint64_t)ts.tv_nsec + eng->sleep_ns;

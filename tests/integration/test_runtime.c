@@ -77,6 +77,7 @@ CASE_AT_FULL(callbacks, 3)
 CASE_TCP(callbacks, 4)
 CASE_AT(reinit, 3)
 CASE_AT(slow_peer, 2)
+CASE_AT(busy_compute, 2)
 CASE_AT_FULL(slow_peer, 4)
 CASE_TCP_FULL(slow_peer, 2)
 
