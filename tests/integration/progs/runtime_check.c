@@ -813,6 +813,7 @@ static void case_busy_compute(void) {
   while (now_s() - t0 < 0.3)
     for (int i = 0; i < 10000; i++) sink += i * 1e-9;
   double wall = now_s() - t0;
+  if (sink < 0) FAIL("the computation went negative"); /* uses it */
   double others = (cpu_of(RUSAGE_SELF) - p0) - (cpu_of(RUSAGE_THREAD) - m0);
   if (R % 2 == 1) submit_busy(req, x, T, C);
   for (int t = 0; t < T; t++) {
