@@ -56,7 +56,7 @@
 #define BIG_HDR 16                /* magic u32, total length u64, fragment size u32 */
 /* Longest sleep of a background thread whose application computes on its core
  * ("polite", idle_wait). 1 ms made the thread preempt a trainer's backward pass about
- * twice per 2 ms step; 5 ms instead: ~2 % less compute per step (docs/performance.md,
+ * twice per 2 ms step; 5 ms instead: 1-2 % less compute per step (docs/performance.md,
  * "Problems found" 13). */
 #define HVD_POLITE_SLEEP_NS 5000000u
 #define STEP_INLINE 0
@@ -536,9 +536,7 @@ static void idle_wait(hvd_engine_t *eng, int stopping) {
   eng->sleep_ns = long_sleep ? HVD_POLITE_SLEEP_NS : eng->sleep_ns ? HVD_MIN(eng->sleep_ns * 2, 1000000) : 20000;
   pthread_mutex_lock(&ctx->mu);
   if (ctx->head == NULL && ctx->stopping == stopping && !ctx->tl_cmd && ctx->direct_state != 1 &&
-      !atomic_load(&ctx->aborted) && !(polite && atomic_load(&ctx->waiters) > 0) &&
-      !(!polite && long_sleep &&
-        atomic_load(&ctx->st_submitted) != atomic_load(&ctx->st_completed))) {
+      !atomic_load(&ctx->aborted) && !(polite && atomic_load(&ctx->waiters) > 0)) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     uint64_t ns = (uint64_t)ts.tv_nsec + eng->sleep_ns;
