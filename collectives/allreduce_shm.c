@@ -23,6 +23,25 @@
  * copy's cost when the two cores do not share a cache (docs/performance.md). With a
  * prescale factor the whole chunk is copied and scaled as before.
  *
+ * Slot stores. A member's slot lines are read by the others and rewritten two chunks
+ * later. With plain (cached) stores, rewriting a line first takes it back from the
+ * caches of the cores that read it, and a reader pulls every line from the writer's
+ * cache: cheap when the cores share a cache, most of the time when they do not (this
+ * VM's "two speeds", docs/performance.md: 1 MiB took 105-145 us in the fast speed and
+ * 370-430 us in the slow one). Streaming stores (hvd_copy_streaming) send the lines
+ * towards memory without taking them back first, and the readers load them from
+ * memory: 220-250 us in either speed. Neither is better in both speeds, and the speed
+ * changes every few seconds, so from HVD_SHM_STREAM_MIN bytes on the allreduce
+ * measures: per size class (powers of two) it keeps each kind's time per byte (the
+ * mean of the previous value and the new call's), uses the cheaper kind, and every
+ * HVD_SHM_STORES_PROBE-th call the other one, to notice when the machine changed.
+ * Members count the same calls, so they try the other kind together. Streaming, the
+ * others' parts are streamed into the slot, and the own sub-slice is reduced in
+ * blocks of HVD_SHM_STREAM_BLOCK bytes into a buffer on the stack (the same
+ * operations in the same order as the cached way, so the same bits), scaled there,
+ * streamed into the slot and copied to the member's output from there. A prescaled
+ * allreduce keeps cached stores; HVD_SHM_STORES (hvd_arena_t.stores) forces a kind.
+ *
  * Small vectors (at most HVD_SHM_DIRECT_BYTES, one chunk) take a shorter way: every
  * member reduces the whole chunk from all slots, in member order, straight into its
  * output, so a round needs one hand-off (POSTED) instead of two (POSTED, REDUCED);
@@ -42,6 +61,13 @@
 /* Largest vector reduced by every member at once (see above); measured in
  * docs/performance.md ("Same-host arena: thresholds"). */
 #define HVD_SHM_DIRECT_BYTES 4096u
+/* Slot stores (above): smallest vector that may stream, the block reduced on the
+ * stack (well inside L1), and how often the kind not in use is timed. */
+#define HVD_SHM_STREAM_MIN (64u * 1024)
+#define HVD_SHM_STREAM_BLOCK (16u * 1024)
+#define HVD_SHM_STORES_PROBE 32
+
+enum { STORE_CACHED = 0, STORE_STREAMING = 1 };
 
 /* Walks the concatenation of parts[] (offsets in elements): moves bytes between a
  * virtual range and a contiguous buffer. `at` caches the part holding offset `base`,
@@ -58,16 +84,20 @@ static void seek(cursor_t *k, size_t off) {
     k->base += k->parts[k->at++].count;
 }
 
-/* slot <- inputs of [off, off+len) (zeros for parts without input), times pre. */
+/* slot <- inputs of [off, off+len) (zeros for parts without input), times pre; copied
+ * with the stores of `kind` (pre must be 1 when streaming). */
 static void gather_in(cursor_t *k, size_t off, size_t len, char *slot, hvd_dtype_t dt,
-                      double pre) {
+                      double pre, int kind) {
   seek(k, off);
   size_t at = k->at, base = k->base, done = 0;
   while (done < len) {
     const hvd_shm_part_t *q = &k->parts[at];
     size_t skip = off + done - base, n = HVD_MIN(q->count - skip, len - done);
-    if (q->in != NULL) memcpy(slot + done * k->es, (const char *)q->in + skip * k->es, n * k->es);
-    else memset(slot + done * k->es, 0, n * k->es);
+    char *d = slot + done * k->es;
+    const char *src = (const char *)q->in + skip * k->es;
+    if (q->in == NULL) memset(d, 0, n * k->es);
+    else if (kind == STORE_STREAMING) hvd_copy_streaming(d, src, n * k->es);
+    else memcpy(d, src, n * k->es);
     done += n;
     base += q->count;
     at++;
@@ -119,6 +149,62 @@ static void scatter_out(cursor_t *k, size_t off, size_t len, const char *src, hv
   }
 }
 
+/* The kind of slot stores for a vector of `bytes` (see "Slot stores"); *cls is the
+ * size class to record the call's time in, -1 when nothing is measured. */
+static int stores_pick(hvd_comm_t *c, size_t bytes, double prescale, int *cls) {
+  *cls = -1;
+  if (prescale != 1.0 || bytes < HVD_SHM_STREAM_MIN) return STORE_CACHED;
+  if (c->arena->stores == HVD_SHM_STORES_CACHED) return STORE_CACHED;
+  if (c->arena->stores == HVD_SHM_STORES_STREAMING) return STORE_STREAMING;
+  int k = 0;
+  for (size_t b = bytes / HVD_SHM_STREAM_MIN; b > 1 && k < HVD_SHM_STORE_CLASSES - 1; b >>= 1)
+    k++;
+  *cls = k;
+  const uint64_t i = c->shm_stores[k].calls++;
+  if (i < 4) return (int)(i & 1); /* two of each first */
+  const double *cost = c->shm_stores[k].cost;
+  const int best = cost[STORE_STREAMING] < cost[STORE_CACHED] ? STORE_STREAMING : STORE_CACHED;
+  return i % HVD_SHM_STORES_PROBE == 0 ? 1 - best : best;
+}
+
+static void stores_record(hvd_comm_t *c, int cls, int kind, uint64_t ns, size_t bytes) {
+  if (cls < 0) return;
+  double *cost = &c->shm_stores[cls].cost[kind], t = (double)ns / (double)bytes;
+  if (*cost > 0 && t > 2 * *cost) t = 2 * *cost; /* a late peer: not the stores' doing */
+  *cost = *cost > 0 ? (*cost + t) / 2 : t;
+}
+
+/* Streaming stores, step 2 for a member with a sub-slice: [base, base+cnt) of the
+ * vector (slot offset lo) reduced block by block on the stack with the operations of
+ * the cached way, scaled, streamed into dst (the member's slot at lo) and copied to
+ * the member's outputs. */
+static hvd_status_t reduce_own_streamed(hvd_comm_t *c, cursor_t *in, cursor_t *out, size_t base,
+                                        size_t lo, size_t cnt, char *dst, int p, uint64_t g,
+                                        hvd_dtype_t dtype, hvd_op_t op, double post) {
+  hvd_arena_t *a = c->arena;
+  const int n = a->n, me = a->me;
+  const size_t es = in->es, blk = HVD_SHM_STREAM_BLOCK / es;
+  _Alignas(64) char tmp[HVD_SHM_STREAM_BLOCK];
+  hvd_status_t rc;
+  for (int j = 0; j < n; j++)
+    if (j != me && (rc = hvd_shm_wait(c, j, HVD_SHM_POSTED, g)) != HVD_OK) return rc;
+  for (size_t o = 0; o < cnt; o += blk) {
+    const size_t m = HVD_MIN(blk, cnt - o);
+    int first = 1;
+    for (int j = 0; j < n; j++) {
+      if (j == me) continue;
+      const char *x = hvd_arena_slot(a, j, p) + (lo + o) * es;
+      if (first) reduce_own(in, base + o, m, tmp, x, j < me, dtype, op);
+      else hvd_reduce(tmp, x, m, dtype, op);
+      first = 0;
+    }
+    hvd_scale(tmp, m, dtype, post);
+    hvd_copy_streaming(dst + o * es, tmp, m * es);
+    scatter_out(out, base + o, m, tmp, dtype, 1.0);
+  }
+  return HVD_OK;
+}
+
 static hvd_status_t allreduce_direct(hvd_comm_t *c, cursor_t *k, size_t len, hvd_dtype_t dtype,
                                      hvd_op_t op, double pre, double post) {
   hvd_arena_t *a = c->arena;
@@ -129,7 +215,7 @@ static hvd_status_t allreduce_direct(hvd_comm_t *c, cursor_t *k, size_t len, hvd
   /* One output: reduce straight into it. */
   char *out = k->nparts == 1 && k->parts[0].out != NULL ? k->parts[0].out : tmp;
   if (g > 2) HVD_CHECK(hvd_shm_wait_all(c, HVD_SHM_GATHERED, g - 2));
-  gather_in(k, 0, len, hvd_arena_slot(a, me, p), dtype, pre);
+  gather_in(k, 0, len, hvd_arena_slot(a, me, p), dtype, pre, STORE_CACHED);
   hvd_shm_publish(a, HVD_SHM_POSTED, g);
   for (int j = 0; j < 2; j++)
     if (j != me) HVD_CHECK(hvd_shm_wait(c, j, HVD_SHM_POSTED, g));
@@ -156,6 +242,9 @@ hvd_status_t hvd_allreduce_shm_parts(hvd_comm_t *c, const hvd_shm_part_t *parts,
   c->seq++;
   if (n > 1 && count > 0 && count * es <= HVD_MIN(HVD_SHM_DIRECT_BYTES, a->slot_bytes))
     return allreduce_direct(c, &in, count, dtype, op, prescale, postscale);
+  int cls;
+  const int kind = stores_pick(c, count * es, prescale, &cls);
+  const uint64_t t0 = cls >= 0 ? hvd_now_ns() : 0;
   for (size_t off = 0; off < count; off += chunk) {
     const size_t len = HVD_MIN(chunk, count - off);
     const uint64_t g = ++c->arena_seq;
@@ -167,14 +256,20 @@ hvd_status_t hvd_allreduce_shm_parts(hvd_comm_t *c, const hvd_shm_part_t *parts,
     const int own = prescale == 1.0 && cnt > 0; /* own sub-slice read from the input */
     if (g > 2 && (rc = hvd_shm_wait_all(c, HVD_SHM_GATHERED, g - 2)) != HVD_OK) return rc;
     if (!own) {
-      gather_in(&in, off, len, slot, dtype, prescale);
+      gather_in(&in, off, len, slot, dtype, prescale, kind);
     } else {
-      gather_in(&in, off, lo, slot, dtype, 1.0);
-      gather_in(&in, off + lo + cnt, len - lo - cnt, slot + (lo + cnt) * es, dtype, 1.0);
+      gather_in(&in, off, lo, slot, dtype, 1.0, kind);
+      gather_in(&in, off + lo + cnt, len - lo - cnt, slot + (lo + cnt) * es, dtype, 1.0, kind);
     }
+    if (kind == STORE_STREAMING) hvd_streaming_fence();
     hvd_shm_publish(a, HVD_SHM_POSTED, g);
 
-    if (cnt > 0) {
+    if (cnt > 0 && kind == STORE_STREAMING) {
+      rc = reduce_own_streamed(c, &in, &out, off + lo, lo, cnt, slot + lo * es, p, g, dtype, op,
+                               postscale);
+      if (rc != HVD_OK) return rc;
+      hvd_streaming_fence();
+    } else if (cnt > 0) {
       char *dst = slot + lo * es;
       int first = 1; /* dst does not hold the own sub-slice yet (own) */
       for (int j = 0; j < n; j++) {
@@ -195,12 +290,13 @@ hvd_status_t hvd_allreduce_shm_parts(hvd_comm_t *c, const hvd_shm_part_t *parts,
     for (int k = 0; k < n; k++) {
       const int j = (me + k) % n;
       const size_t lj = hvd_block_offset(len, n, j), cj = hvd_block_count(len, n, j);
-      if (cj == 0) continue;
+      if (cj == 0 || (j == me && kind == STORE_STREAMING)) continue; /* own: written */
       if (j != me && (rc = hvd_shm_wait(c, j, HVD_SHM_REDUCED, g)) != HVD_OK) return rc;
       scatter_out(&out, off + lj, cj, hvd_arena_slot(a, j, p) + lj * es, dtype, 1.0);
     }
     hvd_shm_publish(a, HVD_SHM_GATHERED, g);
   }
+  if (cls >= 0) stores_record(c, cls, kind, hvd_now_ns() - t0, count * es);
   return HVD_OK;
 }
 

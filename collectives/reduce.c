@@ -16,6 +16,7 @@
  * state of the collectives layer, and it never changes afterwards.
  */
 #include <math.h>
+#include <stdatomic.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -23,6 +24,7 @@
 #include <strings.h>
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <cpuid.h>
+#include <emmintrin.h>
 #endif
 
 #include "collectives/reduce.h"
@@ -245,3 +247,33 @@ void hvd_scale(void *buf, size_t count, hvd_dtype_t dtype, double factor) {
     break;
   }
 }
+
+/* ---- streaming copy ----------------------------------------------------------------- */
+
+#if defined(__x86_64__) && defined(__GNUC__)
+void hvd_copy_streaming(void *dst, const void *src, size_t bytes) {
+  char *d = dst;
+  const char *s = src;
+  size_t head = (size_t)(-(uintptr_t)d & 15); /* movntdq needs 16-byte aligned stores */
+  if (head > bytes) head = bytes;
+  memcpy(d, s, head);
+  d += head, s += head, bytes -= head;
+  for (; bytes >= 64; bytes -= 64, d += 64, s += 64) { /* a whole line per iteration */
+    __m128i x0 = _mm_loadu_si128((const __m128i *)s);
+    __m128i x1 = _mm_loadu_si128((const __m128i *)(s + 16));
+    __m128i x2 = _mm_loadu_si128((const __m128i *)(s + 32));
+    __m128i x3 = _mm_loadu_si128((const __m128i *)(s + 48));
+    _mm_stream_si128((__m128i *)d, x0);
+    _mm_stream_si128((__m128i *)(d + 16), x1);
+    _mm_stream_si128((__m128i *)(d + 32), x2);
+    _mm_stream_si128((__m128i *)(d + 48), x3);
+  }
+  memcpy(d, s, bytes);
+}
+
+void hvd_streaming_fence(void) { _mm_sfence(); }
+#else
+void hvd_copy_streaming(void *dst, const void *src, size_t bytes) { memcpy(dst, src, bytes); }
+
+void hvd_streaming_fence(void) { atomic_thread_fence(memory_order_seq_cst); }
+#endif

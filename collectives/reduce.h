@@ -25,6 +25,16 @@ void hvd_reduce3(void *dst, const void *a, const void *b, size_t count, hvd_dtyp
 /* buf[i] *= factor (integers: truncating toward zero after the product in double). */
 void hvd_scale(void *buf, size_t count, hvd_dtype_t dtype, double factor);
 
+/* dst <- src, bytes long, with streaming (non-temporal) stores on x86-64 (a plain
+ * memcpy elsewhere): the written lines go towards memory without being read first and
+ * are dropped from every cache, the other cores' included, so a writer does not wait
+ * for lines another core holds, and a reader on another core fetches them from memory
+ * instead of from this core's cache (collectives/allreduce_shm.c, "Slot stores").
+ * The stores are weakly ordered: call hvd_streaming_fence() before publishing them. */
+void hvd_copy_streaming(void *dst, const void *src, size_t bytes);
+/* Orders every earlier streaming store before any later store (sfence). */
+void hvd_streaming_fence(void);
+
 /* Accepted values of HVD_REDUCE_ISA (read once per process, at the first reduction;
  * the runtime's settings table checks it at init). */
 #define HVD_REDUCE_ISA_CHOICES "auto, generic, avx2, avx512"

@@ -47,6 +47,7 @@ typedef struct hvd_config {
   double timeline_max_mb;
   long shm_arena;
   long shm_chunk;
+  char shm_stores[HVD_CFG_STR_MAX];
   char reduce_isa[HVD_CFG_STR_MAX];
   long hierarchical_allreduce;
 } hvd_config_t;

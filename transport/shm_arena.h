@@ -56,7 +56,15 @@ typedef struct hvd_arena {
   int cma; /* every member can read every other's memory (hvd_arena_probe_cma, agreed
               by the owner on all members): single-copy algorithms allowed */
   int oversubscribed; /* more local ranks than online CPUs (waits yield early) */
+  int stores;         /* HVD_SHM_STORES_*: how the allreduce writes slots (HVD_SHM_STORES) */
 } hvd_arena_t;
+
+/* hvd_arena_t.stores: measured per size class (collectives/allreduce_shm.c, "Slot
+ * stores"), or forced. */
+#define HVD_SHM_STORES_AUTO 0
+#define HVD_SHM_STORES_CACHED 1
+#define HVD_SHM_STORES_STREAMING 2
+#define HVD_SHM_STORES_CHOICES "auto, cached, streaming"
 
 /* The name of a rank's segment: "/hvd-<64-bit hash of tag>-<gen>-<rank>". Names in
  * /dev/shm are visible to every local user and appear in error messages, so the tag

@@ -2,7 +2,8 @@
  * The same-host shared-memory arena and its allreduce, in real forked processes
  * (no transport: the algorithm only needs the arena). Each child creates its segment,
  * the children meet at a barrier in an anonymous shared mapping, attach, and run
- * allreduces that are checked element by element and for identical bytes everywhere.
+ * allreduces that are checked element by element and for identical bytes everywhere,
+ * with each kind of slot stores (cached, streaming, chosen by measurement).
  */
 #include <criterion/criterion.h>
 #include <signal.h>
@@ -172,7 +173,7 @@ static int barrier_rounds(hvd_comm_t *c, int rank, int n) {
   return bad;
 }
 
-static int child(int rank, int n, size_t slot, char tag[17]) {
+static int child(int rank, int n, size_t slot, int stores, char tag[17]) {
   int ranks[8];
   for (int i = 0; i < n; i++) ranks[i] = i;
   hvd_arena_t *a;
@@ -182,6 +183,7 @@ static int child(int rank, int n, size_t slot, char tag[17]) {
   if (hvd_arena_attach(a, tag, 0, &err) != HVD_OK) return 11;
   barrier(n, 1);
   hvd_arena_unlink(a);
+  a->stores = stores;
   hvd_comm_t c = {.rank = rank, .size = n, .arena = a};
   const size_t counts[] = {0, 1, (size_t)n - 1, (size_t)n + 1, 100003, slot / 4 * 3 + 5};
   const hvd_dtype_t dts[] = {HVD_FLOAT32, HVD_INT64, HVD_FLOAT64};
@@ -240,7 +242,7 @@ static int child(int rank, int n, size_t slot, char tag[17]) {
   return bad ? 1 : 0;
 }
 
-static void run(int n, size_t slot) {
+static void run(int n, size_t slot, int stores) {
   sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   cr_assert(sh != MAP_FAILED);
   memset(sh, 0, sizeof *sh);
@@ -249,7 +251,7 @@ static void run(int n, size_t slot) {
   pid_t pids[8];
   for (int r = 0; r < n; r++) {
     pids[r] = fork();
-    if (pids[r] == 0) _exit(child(r, n, slot, tag));
+    if (pids[r] == 0) _exit(child(r, n, slot, stores, tag));
   }
   for (int r = 0; r < n; r++) {
     int st;
@@ -259,10 +261,88 @@ static void run(int n, size_t slot) {
   munmap(sh, sizeof *sh);
 }
 
-Test(shm_arena, np2, .timeout = 60) { run(2, 4096); }
-Test(shm_arena, np3, .timeout = 60) { run(3, 65536); }
-Test(shm_arena, np4_oversubscribed, .timeout = 120) { run(4, 4096); }
-Test(shm_arena, np2_large_slot, .timeout = 60) { run(2, 1 << 20); }
+Test(shm_arena, np2, .timeout = 60) { run(2, 4096, HVD_SHM_STORES_AUTO); }
+Test(shm_arena, np3, .timeout = 60) { run(3, 65536, HVD_SHM_STORES_AUTO); }
+Test(shm_arena, np4_oversubscribed, .timeout = 120) { run(4, 4096, HVD_SHM_STORES_AUTO); }
+Test(shm_arena, np2_large_slot, .timeout = 60) { run(2, 1 << 20, HVD_SHM_STORES_AUTO); }
+/* Every allreduce from 64 KiB with streaming stores (unaligned sub-slices, blocks
+ * across chunk ends, parts without input or output); all with cached ones below. */
+Test(shm_arena, np2_streaming, .timeout = 60) { run(2, 65536, HVD_SHM_STORES_STREAMING); }
+Test(shm_arena, np3_streaming, .timeout = 60) { run(3, 4096, HVD_SHM_STORES_STREAMING); }
+Test(shm_arena, np2_large_slot_streaming, .timeout = 60) {
+  run(2, 1 << 20, HVD_SHM_STORES_STREAMING);
+}
+
+/* The measured choice of slot stores (collectives/allreduce_shm.c, "Slot stores"),
+ * made deterministic by seeding the costs: with streaming recorded as far cheaper,
+ * calls 4-31 of a size class stream and leave the cached cost alone, call 32 tries the
+ * cached stores (and records them), 33 streams again; a forced kind records nothing.
+ * Results are checked on every call. Returns the number of failed checks. */
+static int stores_child(int rank, size_t slot, char tag[17]) {
+  int ranks[2] = {0, 1}, bad = 0;
+  hvd_arena_t *a;
+  hvd_err_t err;
+  if (hvd_arena_create(tag, 0, rank, ranks, 2, slot, &a, &err) != HVD_OK) return 100;
+  barrier(2, 0);
+  if (hvd_arena_attach(a, tag, 0, &err) != HVD_OK) return 101;
+  barrier(2, 1);
+  hvd_arena_unlink(a);
+  hvd_comm_t c = {.rank = rank, .size = 2, .arena = a};
+  enum { N = 3 * 16384 + 3 }; /* 192 KiB and 12 bytes: the 128 KiB class */
+  float *in = malloc(N * sizeof *in), *out = malloc(N * sizeof *out);
+  for (size_t i = 0; i < N; i++) in[i] = (float)val(i, rank);
+  const double huge = 1e9, tiny = 1e-9; /* ns per byte */
+  c.shm_stores[1].calls = 4;
+  c.shm_stores[1].cost[0] = huge;
+  c.shm_stores[1].cost[1] = tiny;
+  for (int call = 4; call <= 33; call++) {
+    const double before[2] = {c.shm_stores[1].cost[0], c.shm_stores[1].cost[1]};
+    if (hvd_allreduce_shm(&c, in, out, N, HVD_FLOAT32, HVD_SUM) != HVD_OK) return bad + 1000;
+    for (size_t i = 0; i < N; i++) bad += out[i] != (float)(val(i, 0) + val(i, 1));
+    const int cached_moved = c.shm_stores[1].cost[0] != before[0];
+    const int streaming_moved = c.shm_stores[1].cost[1] != before[1];
+    const int want_cached = call == 32;
+    if (cached_moved != want_cached || streaming_moved == want_cached) {
+      fprintf(stderr, "rank %d, call %d: cached cost %s, streaming cost %s\n", rank, call,
+              cached_moved ? "recorded" : "kept", streaming_moved ? "recorded" : "kept");
+      bad++;
+    }
+  }
+  bad += c.shm_stores[1].calls != 34;
+  bad += c.shm_stores[1].cost[0] >= huge; /* the cached call's time pulled it down */
+  for (int forced = HVD_SHM_STORES_CACHED; forced <= HVD_SHM_STORES_STREAMING; forced++) {
+    a->stores = forced;
+    if (hvd_allreduce_shm(&c, in, out, N, HVD_FLOAT32, HVD_SUM) != HVD_OK) return bad + 1000;
+    for (size_t i = 0; i < N; i++) bad += out[i] != (float)(val(i, 0) + val(i, 1));
+  }
+  bad += c.shm_stores[1].calls != 34;
+  free(in);
+  free(out);
+  hvd_arena_destroy(a);
+  return bad;
+}
+
+/* Every allreduce with cached stores, then the measured choice. (One test, not two:
+ * with eleven tests in this file Criterion's runner leaked 48 bytes under ASan.) */
+Test(shm_arena, np2_cached_and_stores_choice, .timeout = 60) {
+  run(2, 65536, HVD_SHM_STORES_CACHED);
+  sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  cr_assert(sh != MAP_FAILED);
+  memset(sh, 0, sizeof *sh);
+  char tag[17];
+  snprintf(tag, sizeof tag, "sc%d", (int)getpid());
+  pid_t pids[2];
+  for (int r = 0; r < 2; r++) {
+    pids[r] = fork();
+    if (pids[r] == 0) _exit(stores_child(r, 65536, tag) ? 1 : 0);
+  }
+  for (int r = 0; r < 2; r++) {
+    int st;
+    waitpid(pids[r], &st, 0);
+    cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "rank %d: status %d", r, st);
+  }
+  munmap(sh, sizeof *sh);
+}
 
 /* A peer that never arrives: the wait gives up once the abort flag is set. */
 Test(shm_arena, abort_while_waiting, .timeout = 30) {
