@@ -334,13 +334,14 @@ for np in nps:
             head += ' ompi memeff |'; line += '---:|'
         bad = sum(int(r[8]) for run in hvd + ompi + pin + u for r in run.values() if r[8].isdigit())
         print(f'**{coll}, np = {np}** ({len(hvd)} interleaved rounds; busbw in GB/s; medians over rounds; '
-              f'ratios = median of the per-round busbw ratios; #wrong total {bad})\n')
+              f'ratios = median of the per-round busbw ratios, i.e. Open MPI time / hvd time; #wrong total {bad})\n')
         print(head); print(line)
         def col(runs, size, k):
             return [float(run[size][k]) for run in runs if size in run and run[size][k] not in ('-', 'N/A')]
-        def ratio(a, b, size):
-            return med([float(x[size][7]) / float(y[size][7]) for x, y in zip(a, b)
-                        if size in x and size in y and float(y[size][7]) > 0])
+        def ratio(a, b, size):  # busbw a/b = time b/a (same size): from the times, which
+            # keep their digits for the smallest sizes, where busbw rounds to 0.001
+            return med([float(y[size][5]) / float(x[size][5]) for x, y in zip(a, b)
+                        if size in x and size in y and float(x[size][5]) > 0])
         for size in sorted(hvd[0]):
             cells = [f'{med(col(hvd, size, 5)):.1f}', f'{med(col(hvd, size, 7)):.3f}',
                      f'{med(col(ompi, size, 5)):.1f}', f'{med(col(ompi, size, 7)):.3f}',
@@ -349,7 +350,7 @@ for np in nps:
                 # each run's speed from the probes just before and after it (odd rounds
                 # ran hvd first); busbw medians per library and speed, compared
                 for slow in (False, True):
-                    bw = {'hvd': [], 'ompi': []}
+                    bw = {'hvd': [], 'ompi': []}  # times (µs): busbw ratio = inverse time ratio
                     for r in range(len(hvd)):
                         p = probes.get((np, coll, size, r + 1))
                         if not p or len(p) < 3:
@@ -358,9 +359,9 @@ for np in nps:
                         for who, (a, b) in ((first, p[0:2]), (second, p[1:3])):
                             runs = hvd if who == 'hvd' else ompi
                             if (a >= 300) == slow and (b >= 300) == slow and r < len(runs) and size in runs[r]:
-                                bw[who].append(float(runs[r][size][7]))
-                    ok = bw['hvd'] and bw['ompi'] and med(bw['ompi']) > 0
-                    cells += [f"{med(bw['hvd']) / med(bw['ompi']):.2f} ({len(bw['hvd'])}/{len(bw['ompi'])})"
+                                bw[who].append(float(runs[r][size][5]))
+                    ok = bw['hvd'] and bw['ompi'] and med(bw['hvd']) > 0
+                    cells += [f"{med(bw['ompi']) / med(bw['hvd']):.2f} ({len(bw['hvd'])}/{len(bw['ompi'])})"
                               if ok else f"- ({len(bw['hvd'])}/{len(bw['ompi'])})"]
             if pin:
                 cells += [f'{med(col(pin, size, 5)):.1f}', f'{med(col(pin, size, 7)):.3f}',
