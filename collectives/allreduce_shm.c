@@ -41,6 +41,7 @@
  * operations in the same order as the cached way, so the same bits), scaled there,
  * streamed into the slot and copied to the member's output from there. A prescaled
  * allreduce keeps cached stores; HVD_SHM_STORES (hvd_arena_t.stores) forces a kind.
+ * The choice and its statistics are shared with the reduce-scatter (shm_sync.h).
  *
  * Small vectors (at most HVD_SHM_DIRECT_BYTES, one chunk) take a shorter way: every
  * member reduces the whole chunk from all slots, in member order, straight into its
@@ -61,13 +62,9 @@
 /* Largest vector reduced by every member at once (see above); measured in
  * docs/performance.md ("Same-host arena: thresholds"). */
 #define HVD_SHM_DIRECT_BYTES 4096u
-/* Slot stores (above): smallest vector that may stream, the block reduced on the
- * stack (well inside L1), and how often the kind not in use is timed. */
-#define HVD_SHM_STREAM_MIN (64u * 1024)
+/* Slot stores (above; the choice itself: shm_sync.h): the block of the own sub-slice
+ * reduced on the stack when streaming (well inside L1). */
 #define HVD_SHM_STREAM_BLOCK (16u * 1024)
-#define HVD_SHM_STORES_PROBE 32
-
-enum { STORE_CACHED = 0, STORE_STREAMING = 1 };
 
 /* Walks the concatenation of parts[] (offsets in elements): moves bytes between a
  * virtual range and a contiguous buffer. `at` caches the part holding offset `base`,
@@ -96,7 +93,7 @@ static void gather_in(cursor_t *k, size_t off, size_t len, char *slot, hvd_dtype
     char *d = slot + done * k->es;
     const char *src = (const char *)q->in + skip * k->es;
     if (q->in == NULL) memset(d, 0, n * k->es);
-    else if (kind == STORE_STREAMING) hvd_copy_streaming(d, src, n * k->es);
+    else if (kind == HVD_SHM_STORE_STREAMING) hvd_copy_streaming(d, src, n * k->es);
     else memcpy(d, src, n * k->es);
     done += n;
     base += q->count;
@@ -149,31 +146,6 @@ static void scatter_out(cursor_t *k, size_t off, size_t len, const char *src, hv
   }
 }
 
-/* The kind of slot stores for a vector of `bytes` (see "Slot stores"); *cls is the
- * size class to record the call's time in, -1 when nothing is measured. */
-static int stores_pick(hvd_comm_t *c, size_t bytes, double prescale, int *cls) {
-  *cls = -1;
-  if (prescale != 1.0 || bytes < HVD_SHM_STREAM_MIN) return STORE_CACHED;
-  if (c->arena->stores == HVD_SHM_STORES_CACHED) return STORE_CACHED;
-  if (c->arena->stores == HVD_SHM_STORES_STREAMING) return STORE_STREAMING;
-  int k = 0;
-  for (size_t b = bytes / HVD_SHM_STREAM_MIN; b > 1 && k < HVD_SHM_STORE_CLASSES - 1; b >>= 1)
-    k++;
-  *cls = k;
-  const uint64_t i = c->shm_stores[k].calls++;
-  if (i < 4) return (int)(i & 1); /* two of each first */
-  const double *cost = c->shm_stores[k].cost;
-  const int best = cost[STORE_STREAMING] < cost[STORE_CACHED] ? STORE_STREAMING : STORE_CACHED;
-  return i % HVD_SHM_STORES_PROBE == 0 ? 1 - best : best;
-}
-
-static void stores_record(hvd_comm_t *c, int cls, int kind, uint64_t ns, size_t bytes) {
-  if (cls < 0) return;
-  double *cost = &c->shm_stores[cls].cost[kind], t = (double)ns / (double)bytes;
-  if (*cost > 0 && t > 2 * *cost) t = 2 * *cost; /* a late peer: not the stores' doing */
-  *cost = *cost > 0 ? (*cost + t) / 2 : t;
-}
-
 /* Streaming stores, step 2 for a member with a sub-slice: [base, base+cnt) of the
  * vector (slot offset lo) reduced block by block on the stack with the operations of
  * the cached way, scaled, streamed into dst (the member's slot at lo) and copied to
@@ -215,7 +187,7 @@ static hvd_status_t allreduce_direct(hvd_comm_t *c, cursor_t *k, size_t len, hvd
   /* One output: reduce straight into it. */
   char *out = k->nparts == 1 && k->parts[0].out != NULL ? k->parts[0].out : tmp;
   if (g > 2) HVD_CHECK(hvd_shm_wait_all(c, HVD_SHM_GATHERED, g - 2));
-  gather_in(k, 0, len, hvd_arena_slot(a, me, p), dtype, pre, STORE_CACHED);
+  gather_in(k, 0, len, hvd_arena_slot(a, me, p), dtype, pre, HVD_SHM_STORE_CACHED);
   hvd_shm_publish(a, HVD_SHM_POSTED, g);
   for (int j = 0; j < 2; j++)
     if (j != me) HVD_CHECK(hvd_shm_wait(c, j, HVD_SHM_POSTED, g));
@@ -243,7 +215,7 @@ hvd_status_t hvd_allreduce_shm_parts(hvd_comm_t *c, const hvd_shm_part_t *parts,
   if (n > 1 && count > 0 && count * es <= HVD_MIN(HVD_SHM_DIRECT_BYTES, a->slot_bytes))
     return allreduce_direct(c, &in, count, dtype, op, prescale, postscale);
   int cls;
-  const int kind = stores_pick(c, count * es, prescale, &cls);
+  const int kind = hvd_shm_stores_pick(c, HVD_SHM_STATS_ALLREDUCE, count * es, prescale, &cls);
   const uint64_t t0 = cls >= 0 ? hvd_now_ns() : 0;
   for (size_t off = 0; off < count; off += chunk) {
     const size_t len = HVD_MIN(chunk, count - off);
@@ -261,10 +233,10 @@ hvd_status_t hvd_allreduce_shm_parts(hvd_comm_t *c, const hvd_shm_part_t *parts,
       gather_in(&in, off, lo, slot, dtype, 1.0, kind);
       gather_in(&in, off + lo + cnt, len - lo - cnt, slot + (lo + cnt) * es, dtype, 1.0, kind);
     }
-    if (kind == STORE_STREAMING) hvd_streaming_fence();
+    if (kind == HVD_SHM_STORE_STREAMING) hvd_streaming_fence();
     hvd_shm_publish(a, HVD_SHM_POSTED, g);
 
-    if (cnt > 0 && kind == STORE_STREAMING) {
+    if (cnt > 0 && kind == HVD_SHM_STORE_STREAMING) {
       rc = reduce_own_streamed(c, &in, &out, off + lo, lo, cnt, slot + lo * es, p, g, dtype, op,
                                postscale);
       if (rc != HVD_OK) return rc;
@@ -290,13 +262,13 @@ hvd_status_t hvd_allreduce_shm_parts(hvd_comm_t *c, const hvd_shm_part_t *parts,
     for (int k = 0; k < n; k++) {
       const int j = (me + k) % n;
       const size_t lj = hvd_block_offset(len, n, j), cj = hvd_block_count(len, n, j);
-      if (cj == 0 || (j == me && kind == STORE_STREAMING)) continue; /* own: written */
+      if (cj == 0 || (j == me && kind == HVD_SHM_STORE_STREAMING)) continue; /* own: written */
       if (j != me && (rc = hvd_shm_wait(c, j, HVD_SHM_REDUCED, g)) != HVD_OK) return rc;
       scatter_out(&out, off + lj, cj, hvd_arena_slot(a, j, p) + lj * es, dtype, 1.0);
     }
     hvd_shm_publish(a, HVD_SHM_GATHERED, g);
   }
-  if (cls >= 0) stores_record(c, cls, kind, hvd_now_ns() - t0, count * es);
+  hvd_shm_stores_record(c, HVD_SHM_STATS_ALLREDUCE, cls, kind, hvd_now_ns() - t0, count * es);
   return HVD_OK;
 }
 

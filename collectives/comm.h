@@ -18,8 +18,8 @@
 /* Chunks of one stream in flight at once (collectives/xchg.h). */
 #define HVD_COLL_SLOTS 4
 
-/* Size classes of the arena allreduce's store choice: 64 KiB, 128 KiB, ..., the last
- * one open-ended. */
+/* Size classes of the arena's store choice: 64 KiB, 128 KiB, ..., the last one
+ * open-ended. */
 #define HVD_SHM_STORE_CLASSES 12
 
 typedef struct hvd_comm {
@@ -48,12 +48,13 @@ typedef struct hvd_comm {
    * arena chunks this communicator has run, which every member counts alike. */
   struct hvd_arena *arena;
   uint64_t arena_seq;
-  /* Arena allreduce, per size class: calls made, and the time per byte measured with
-   * cached [0] and streaming [1] slot stores (collectives/allreduce_shm.c). */
+  /* Arena allreduce [0] and reduce-scatter [1], per size class: calls made, and the
+   * time per byte measured with cached [0] and streaming [1] slot stores
+   * (collectives/shm_sync.h, hvd_shm_stores_pick). */
   struct {
     uint64_t calls;
     double cost[2];
-  } shm_stores[HVD_SHM_STORE_CLASSES];
+  } shm_stores[2][HVD_SHM_STORE_CLASSES];
 } hvd_comm_t;
 
 static inline int hvd_comm_peer(const hvd_comm_t *c, int member) {

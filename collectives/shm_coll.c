@@ -23,8 +23,11 @@
  *   and returns only when everyone has read its own block (GATHERED of all).
  * Reduce-scatter: the slot is cut into n equal pieces; round k carries the k-th piece
  *   of every member's block (piece j of the slot = block j), so all members reduce
- *   at once. Member r reduces its piece from all n slots, in member order, straight
- *   into recvbuf.
+ *   at once. Member r reduces its piece from the other n-1 slots and its own sendbuf
+ *   (the slot copy of its own piece is skipped unless the output overlaps it), in
+ *   member order, straight into recvbuf. From HVD_SHM_STREAM_MIN bytes the copies
+ *   into the slot use cached or streaming stores, whichever measured cheaper
+ *   (shm_sync.h; allreduce_shm.c, "Slot stores").
  * Barrier: one round with no data: publish POSTED, wait for everyone's.
  * Every member runs the same rounds (the counts are equal everywhere), including
  * those in which it has nothing to copy, and ends each with GATHERED.
@@ -204,33 +207,57 @@ hvd_status_t hvd_reducescatter_shm(hvd_comm_t *c, const void *sendbuf, void *rec
     if (counts[0] > 0 && sb != rb) memcpy(rb, sb, counts[0] * es);
     return HVD_OK;
   }
-  for (int j = 0; j < n; j++) most = HVD_MAX(most, counts[j]);
+  size_t total = 0, own = 0;
+  for (int j = 0; j < n; j++) {
+    most = HVD_MAX(most, counts[j]);
+    if (j == me) own = total;
+    total += counts[j];
+  }
+  /* Our own piece is reduced straight from sendbuf, not copied into the slot (nobody
+   * else reads it), unless the output overlaps our block of the input and we are not
+   * among the first two operands (member order: 0, 1, ...): writing dst would then
+   * change an operand before it is read. */
+  const char *mine0 = sb + own * es;
+  const int own_in_slot = me >= 2 && counts[me] > 0 && rb < mine0 + counts[me] * es &&
+                          mine0 < rb + counts[me] * es;
+  int cls;
+  const int kind = hvd_shm_stores_pick(c, HVD_SHM_STATS_REDUCESCATTER, total * es, 1.0, &cls);
+  const uint64_t t0 = cls >= 0 ? hvd_now_ns() : 0;
   for (size_t k = 0; k * per < most; k++) {
     const uint64_t g = ++c->arena_seq;
     const int p = (int)(g & 1);
     char *slot = hvd_arena_slot(a, me, p);
     if (g > 2) HVD_CHECK(hvd_shm_wait_all(c, HVD_SHM_GATHERED, g - 2));
     size_t off = 0;
-    for (int j = 0; j < n; j++) {
+    for (int j = 0; j < n; j++) { /* the pieces the others reduce (ours: from sendbuf) */
       const size_t len = piece(counts[j], per, k);
-      if (len > 0) memcpy(slot + (size_t)j * per * es, sb + (off + k * per) * es, len * es);
+      char *d = slot + (size_t)j * per * es;
+      const char *s = sb + (off + k * per) * es;
+      if (len > 0 && (j != me || own_in_slot)) {
+        if (kind == HVD_SHM_STORE_STREAMING) hvd_copy_streaming(d, s, len * es);
+        else memcpy(d, s, len * es);
+      }
       off += counts[j];
     }
+    if (kind == HVD_SHM_STORE_STREAMING) hvd_streaming_fence();
     hvd_shm_publish(a, HVD_SHM_POSTED, g);
     const size_t len = piece(counts[me], per, k);
     if (len > 0) {
       char *dst = rb + k * per * es;
       const size_t at = (size_t)me * per * es;
+      const char *mine = own_in_slot ? hvd_arena_slot(a, me, p) + at : mine0 + k * per * es;
+#define RS_SRC(j) ((j) == me ? mine : hvd_arena_slot(a, (j), p) + at)
       for (int j = 0; j < 2; j++)
         if (j != me) HVD_CHECK(hvd_shm_wait(c, j, HVD_SHM_POSTED, g));
-      hvd_reduce3(dst, hvd_arena_slot(a, 0, p) + at, hvd_arena_slot(a, 1, p) + at, len, dtype,
-                  op);
+      hvd_reduce3(dst, RS_SRC(0), RS_SRC(1), len, dtype, op);
       for (int j = 2; j < n; j++) {
         if (j != me) HVD_CHECK(hvd_shm_wait(c, j, HVD_SHM_POSTED, g));
-        hvd_reduce(dst, hvd_arena_slot(a, j, p) + at, len, dtype, op);
+        hvd_reduce(dst, RS_SRC(j), len, dtype, op);
       }
+#undef RS_SRC
     }
     hvd_shm_publish(a, HVD_SHM_GATHERED, g);
   }
+  hvd_shm_stores_record(c, HVD_SHM_STATS_REDUCESCATTER, cls, kind, hvd_now_ns() - t0, total * es);
   return HVD_OK;
 }

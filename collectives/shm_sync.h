@@ -114,4 +114,48 @@ static inline hvd_status_t hvd_shm_wait_all(const hvd_comm_t *c, int counter, ui
   return HVD_OK;
 }
 
+/* ---- slot stores: cached or streaming (allreduce_shm.c, "Slot stores") ---------------
+ * The allreduce and the reduce-scatter copy into their slots data the other members
+ * read; from HVD_SHM_STREAM_MIN bytes they copy with cached or streaming stores, per
+ * size class (powers of two from HVD_SHM_STREAM_MIN) the kind that measured cheaper per
+ * byte, and every HVD_SHM_STORES_PROBE-th call the other kind. */
+#define HVD_SHM_STREAM_MIN (64u * 1024)
+#define HVD_SHM_STORES_PROBE 32
+enum { HVD_SHM_STORE_CACHED = 0, HVD_SHM_STORE_STREAMING = 1 };
+/* Which statistics (hvd_comm_t.shm_stores[which]). */
+enum { HVD_SHM_STATS_ALLREDUCE = 0, HVD_SHM_STATS_REDUCESCATTER = 1 };
+
+/* The kind of stores for a call moving `bytes`; *cls gets the size class to record the
+ * call's time in (hvd_shm_stores_record), -1 when nothing is measured (small, forced,
+ * or prescaled: the prescale is applied in the slot, which streaming would evict). */
+static inline int hvd_shm_stores_pick(hvd_comm_t *c, int which, size_t bytes, double prescale,
+                                      int *cls) {
+  *cls = -1;
+  if (prescale != 1.0 || bytes < HVD_SHM_STREAM_MIN) return HVD_SHM_STORE_CACHED;
+  if (c->arena->stores == HVD_SHM_STORES_CACHED) return HVD_SHM_STORE_CACHED;
+  if (c->arena->stores == HVD_SHM_STORES_STREAMING) return HVD_SHM_STORE_STREAMING;
+  int k = 0;
+  for (size_t b = bytes / HVD_SHM_STREAM_MIN; b > 1 && k < HVD_SHM_STORE_CLASSES - 1; b >>= 1)
+    k++;
+  *cls = k;
+  const uint64_t i = c->shm_stores[which][k].calls++;
+  if (i < 4) return (int)(i & 1); /* two of each first */
+  const double *cost = c->shm_stores[which][k].cost;
+  const int best = cost[HVD_SHM_STORE_STREAMING] < cost[HVD_SHM_STORE_CACHED]
+                       ? HVD_SHM_STORE_STREAMING
+                       : HVD_SHM_STORE_CACHED;
+  return i % HVD_SHM_STORES_PROBE == 0 ? 1 - best : best;
+}
+
+/* Record a call's time: each kind's cost per byte is the mean of its previous value and
+ * the new one, a sample capped at twice the previous value (a late peer is not the
+ * stores' doing). */
+static inline void hvd_shm_stores_record(hvd_comm_t *c, int which, int cls, int kind, uint64_t ns,
+                                         size_t bytes) {
+  if (cls < 0) return;
+  double *cost = &c->shm_stores[which][cls].cost[kind], t = (double)ns / (double)bytes;
+  if (*cost > 0 && t > 2 * *cost) t = 2 * *cost;
+  *cost = *cost > 0 ? (*cost + t) / 2 : t;
+}
+
 #endif

@@ -85,9 +85,9 @@ static const hvd_config_field_t fields[] = {
     {"HVD_SHM_CHUNK", NULL, HVD_CFG_BYTES, "256K", 4096, 1073741824.0, OFF(shm_chunk),
      "bytes per shared-memory arena slot (the pipelining chunk)", NULL},
     {"HVD_SHM_STORES", NULL, HVD_CFG_STRING, "auto", 0, 0, OFF(shm_stores),
-     "how the arena allreduce writes its slots from 64 KiB: auto (the faster of the two, "
-     "measured per size class while running), cached (plain stores), streaming "
-     "(non-temporal stores)",
+     "how the arena allreduce and reduce-scatter write their slots from 64 KiB: auto (the "
+     "faster of the two, measured per size class while running), cached (plain stores), "
+     "streaming (non-temporal stores)",
      HVD_SHM_STORES_CHOICES},
     {"HVD_REDUCE_ISA", NULL, HVD_CFG_STRING, "auto", 0, 0, OFF(reduce_isa),
      "reduction kernels: auto (the widest this CPU runs), generic, avx2, avx512; read once "

@@ -292,15 +292,15 @@ static int stores_child(int rank, size_t slot, char tag[17]) {
   float *in = malloc(N * sizeof *in), *out = malloc(N * sizeof *out);
   for (size_t i = 0; i < N; i++) in[i] = (float)val(i, rank);
   const double huge = 1e9, tiny = 1e-9; /* ns per byte */
-  c.shm_stores[1].calls = 4;
-  c.shm_stores[1].cost[0] = huge;
-  c.shm_stores[1].cost[1] = tiny;
+  c.shm_stores[0][1].calls = 4;
+  c.shm_stores[0][1].cost[0] = huge;
+  c.shm_stores[0][1].cost[1] = tiny;
   for (int call = 4; call <= 33; call++) {
-    const double before[2] = {c.shm_stores[1].cost[0], c.shm_stores[1].cost[1]};
+    const double before[2] = {c.shm_stores[0][1].cost[0], c.shm_stores[0][1].cost[1]};
     if (hvd_allreduce_shm(&c, in, out, N, HVD_FLOAT32, HVD_SUM) != HVD_OK) return bad + 1000;
     for (size_t i = 0; i < N; i++) bad += out[i] != (float)(val(i, 0) + val(i, 1));
-    const int cached_moved = c.shm_stores[1].cost[0] != before[0];
-    const int streaming_moved = c.shm_stores[1].cost[1] != before[1];
+    const int cached_moved = c.shm_stores[0][1].cost[0] != before[0];
+    const int streaming_moved = c.shm_stores[0][1].cost[1] != before[1];
     const int want_cached = call == 32;
     if (cached_moved != want_cached || streaming_moved == want_cached) {
       fprintf(stderr, "rank %d, call %d: cached cost %s, streaming cost %s\n", rank, call,
@@ -308,14 +308,14 @@ static int stores_child(int rank, size_t slot, char tag[17]) {
       bad++;
     }
   }
-  bad += c.shm_stores[1].calls != 34;
-  bad += c.shm_stores[1].cost[0] >= huge; /* the cached call's time pulled it down */
+  bad += c.shm_stores[0][1].calls != 34;
+  bad += c.shm_stores[0][1].cost[0] >= huge; /* the cached call's time pulled it down */
   for (int forced = HVD_SHM_STORES_CACHED; forced <= HVD_SHM_STORES_STREAMING; forced++) {
     a->stores = forced;
     if (hvd_allreduce_shm(&c, in, out, N, HVD_FLOAT32, HVD_SUM) != HVD_OK) return bad + 1000;
     for (size_t i = 0; i < N; i++) bad += out[i] != (float)(val(i, 0) + val(i, 1));
   }
-  bad += c.shm_stores[1].calls != 34;
+  bad += c.shm_stores[0][1].calls != 34;
   free(in);
   free(out);
   hvd_arena_destroy(a);
