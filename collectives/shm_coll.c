@@ -214,12 +214,14 @@ hvd_status_t hvd_reducescatter_shm(hvd_comm_t *c, const void *sendbuf, void *rec
     total += counts[j];
   }
   /* Our own piece is reduced straight from sendbuf, not copied into the slot (nobody
-   * else reads it), unless the output overlaps our block of the input and we are not
-   * among the first two operands (member order: 0, 1, ...): writing dst would then
-   * change an operand before it is read. */
+   * else reads it), unless the output overlaps our block of the input: then writing
+   * dst could change an operand before it is read, except when the two are the same
+   * memory and our piece is one of the first two operands (member order: 0, 1, ...),
+   * which hvd_reduce3 reads before it writes. */
   const char *mine0 = sb + own * es;
-  const int own_in_slot = me >= 2 && counts[me] > 0 && rb < mine0 + counts[me] * es &&
-                          mine0 < rb + counts[me] * es;
+  const size_t nb = counts[me] * es;
+  const int overlap = nb > 0 && rb < mine0 + nb && mine0 < rb + nb;
+  const int own_in_slot = overlap && (me >= 2 || rb != mine0);
   int cls;
   const int kind = hvd_shm_stores_pick(c, HVD_SHM_STATS_REDUCESCATTER, total * es, 1.0, &cls);
   const uint64_t t0 = cls >= 0 ? hvd_now_ns() : 0;
