@@ -146,35 +146,21 @@ static void scatter_out(cursor_t *k, size_t off, size_t len, const char *src, hv
   }
 }
 
-/* Streaming stores, step 2 for a member with a sub-slice: [base, base+cnt) of the
- * vector (slot offset lo) reduced block by block on the stack with the operations of
- * the cached way, scaled, streamed into dst (the member's slot at lo) and copied to
- * the member's outputs. */
-static hvd_status_t reduce_own_streamed(hvd_comm_t *c, cursor_t *in, cursor_t *out, size_t base,
-                                        size_t lo, size_t cnt, char *dst, int p, uint64_t g,
-                                        hvd_dtype_t dtype, hvd_op_t op, double post) {
-  hvd_arena_t *a = c->arena;
-  const int n = a->n, me = a->me;
-  const size_t es = in->es, blk = HVD_SHM_STREAM_BLOCK / es;
-  _Alignas(64) char tmp[HVD_SHM_STREAM_BLOCK];
-  hvd_status_t rc;
-  for (int j = 0; j < n; j++)
-    if (j != me && (rc = hvd_shm_wait(c, j, HVD_SHM_POSTED, g)) != HVD_OK) return rc;
-  for (size_t o = 0; o < cnt; o += blk) {
-    const size_t m = HVD_MIN(blk, cnt - o);
-    int first = 1;
-    for (int j = 0; j < n; j++) {
-      if (j == me) continue;
-      const char *x = hvd_arena_slot(a, j, p) + (lo + o) * es;
-      if (first) reduce_own(in, base + o, m, tmp, x, j < me, dtype, op);
-      else hvd_reduce(tmp, x, m, dtype, op);
-      first = 0;
-    }
-    hvd_scale(tmp, m, dtype, post);
-    hvd_copy_streaming(dst + o * es, tmp, m * es);
-    scatter_out(out, base + o, m, tmp, dtype, 1.0);
+/* Step 2, once every other member posted: dst[0, m) <- elements [so, so+m) of this
+ * member's sub-slice (slot offset so, vector offset base), from the others' slots and,
+ * when own, this member's input; otherwise dst already holds its (prescaled) data.
+ * Member 0's data comes first. */
+static void reduce_sub(hvd_arena_t *a, cursor_t *in, size_t base, size_t so, size_t m, char *dst,
+                       int own, int p, hvd_dtype_t dtype, hvd_op_t op) {
+  int first = 1; /* dst does not hold the own data yet (own) */
+  for (int j = 0; j < a->n; j++) {
+    if (j == a->me) continue;
+    const char *x = hvd_arena_slot(a, j, p) + so * in->es;
+    if (own && first) reduce_own(in, base, m, dst, x, j < a->me, dtype, op);
+    else if (j == 0) hvd_reduce3(dst, x, dst, m, dtype, op);
+    else hvd_reduce(dst, x, m, dtype, op);
+    first = 0;
   }
-  return HVD_OK;
 }
 
 static hvd_status_t allreduce_direct(hvd_comm_t *c, cursor_t *k, size_t len, hvd_dtype_t dtype,
@@ -236,23 +222,25 @@ hvd_status_t hvd_allreduce_shm_parts(hvd_comm_t *c, const hvd_shm_part_t *parts,
     if (kind == HVD_SHM_STORE_STREAMING) hvd_streaming_fence();
     hvd_shm_publish(a, HVD_SHM_POSTED, g);
 
+    if (cnt > 0) {
+      for (int j = 0; j < n; j++)
+        if (j != me && (rc = hvd_shm_wait(c, j, HVD_SHM_POSTED, g)) != HVD_OK) return rc;
+    }
     if (cnt > 0 && kind == HVD_SHM_STORE_STREAMING) {
-      rc = reduce_own_streamed(c, &in, &out, off + lo, lo, cnt, slot + lo * es, p, g, dtype, op,
-                               postscale);
-      if (rc != HVD_OK) return rc;
+      /* block by block on the stack, scaled there, streamed into the slot and copied
+       * to this member's outputs (the slot's lines are no longer cached) */
+      _Alignas(64) char tmp[HVD_SHM_STREAM_BLOCK];
+      for (size_t o = 0, blk = sizeof tmp / es; o < cnt; o += blk) {
+        const size_t m = HVD_MIN(blk, cnt - o);
+        reduce_sub(a, &in, off + lo + o, lo + o, m, tmp, own, p, dtype, op);
+        hvd_scale(tmp, m, dtype, postscale);
+        hvd_copy_streaming(slot + (lo + o) * es, tmp, m * es);
+        scatter_out(&out, off + lo + o, m, tmp, dtype, 1.0);
+      }
       hvd_streaming_fence();
     } else if (cnt > 0) {
       char *dst = slot + lo * es;
-      int first = 1; /* dst does not hold the own sub-slice yet (own) */
-      for (int j = 0; j < n; j++) {
-        if (j == me) continue;
-        if ((rc = hvd_shm_wait(c, j, HVD_SHM_POSTED, g)) != HVD_OK) return rc;
-        const char *x = hvd_arena_slot(a, j, p) + lo * es;
-        if (own && first) reduce_own(&in, off + lo, cnt, dst, x, j < me, dtype, op);
-        else if (j == 0) hvd_reduce3(dst, x, dst, cnt, dtype, op);
-        else hvd_reduce(dst, x, cnt, dtype, op);
-        first = 0;
-      }
+      reduce_sub(a, &in, off + lo, lo, cnt, dst, own, p, dtype, op);
       /* postscale once per element, by its reducer, while the sub-slice is in cache:
        * 1/n of the vector per member instead of a pass over the whole output */
       hvd_scale(dst, cnt, dtype, postscale);

@@ -121,7 +121,6 @@ static inline hvd_status_t hvd_shm_wait_all(const hvd_comm_t *c, int counter, ui
  * byte, and every HVD_SHM_STORES_PROBE-th call the other kind. */
 #define HVD_SHM_STREAM_MIN (64u * 1024)
 #define HVD_SHM_STORES_PROBE 32
-enum { HVD_SHM_STORE_CACHED = 0, HVD_SHM_STORE_STREAMING = 1 };
 /* Which statistics (hvd_comm_t.shm_stores[which]). */
 enum { HVD_SHM_STATS_ALLREDUCE = 0, HVD_SHM_STATS_REDUCESCATTER = 1 };
 
@@ -132,8 +131,7 @@ static inline int hvd_shm_stores_pick(hvd_comm_t *c, int which, size_t bytes, do
                                       int *cls) {
   *cls = -1;
   if (prescale != 1.0 || bytes < HVD_SHM_STREAM_MIN) return HVD_SHM_STORE_CACHED;
-  if (c->arena->stores == HVD_SHM_STORES_CACHED) return HVD_SHM_STORE_CACHED;
-  if (c->arena->stores == HVD_SHM_STORES_STREAMING) return HVD_SHM_STORE_STREAMING;
+  if (c->arena->stores != HVD_SHM_STORES_AUTO) return c->arena->stores;
   int k = 0;
   for (size_t b = bytes / HVD_SHM_STREAM_MIN; b > 1 && k < HVD_SHM_STORE_CLASSES - 1; b >>= 1)
     k++;

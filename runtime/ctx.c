@@ -346,8 +346,8 @@ static void setup_arena(hvd_ctx_t *ctx, int timeout_ms) {
   }
   /* Single-copy reads between ranks (large allgathers), if every rank can do them. */
   a->cma = all_agree(ctx, "arena-cma", hvd_arena_probe_cma(a), timeout_ms);
-  a->stores = strcasecmp(ctx->cfg.shm_stores, "cached") == 0      ? HVD_SHM_STORES_CACHED
-              : strcasecmp(ctx->cfg.shm_stores, "streaming") == 0 ? HVD_SHM_STORES_STREAMING
+  a->stores = strcasecmp(ctx->cfg.shm_stores, "cached") == 0      ? HVD_SHM_STORE_CACHED
+              : strcasecmp(ctx->cfg.shm_stores, "streaming") == 0 ? HVD_SHM_STORE_STREAMING
                                                                   : HVD_SHM_STORES_AUTO;
   ctx->arena = a;
   HVD_INFO("shared-memory arena: %d local ranks, %lld-byte chunks%s", a->n,

@@ -348,9 +348,9 @@ for np in nps:
                      f'{ratio(hvd, ompi, size):.2f}']
             if probes:
                 # each run's speed from the probes just before and after it (odd rounds
-                # ran hvd first); busbw medians per library and speed, compared
+                # ran hvd first); median times per library and speed, compared
                 for slow in (False, True):
-                    bw = {'hvd': [], 'ompi': []}  # times (µs): busbw ratio = inverse time ratio
+                    t = {'hvd': [], 'ompi': []}  # times (µs): busbw ratio = inverse time ratio
                     for r in range(len(hvd)):
                         p = probes.get((np, coll, size, r + 1))
                         if not p or len(p) < 3:
@@ -359,10 +359,10 @@ for np in nps:
                         for who, (a, b) in ((first, p[0:2]), (second, p[1:3])):
                             runs = hvd if who == 'hvd' else ompi
                             if (a >= 300) == slow and (b >= 300) == slow and r < len(runs) and size in runs[r]:
-                                bw[who].append(float(runs[r][size][5]))
-                    ok = bw['hvd'] and bw['ompi'] and med(bw['hvd']) > 0
-                    cells += [f"{med(bw['ompi']) / med(bw['hvd']):.2f} ({len(bw['hvd'])}/{len(bw['ompi'])})"
-                              if ok else f"- ({len(bw['hvd'])}/{len(bw['ompi'])})"]
+                                t[who].append(float(runs[r][size][5]))
+                    ok = t['hvd'] and t['ompi'] and med(t['hvd']) > 0
+                    cells += [f"{med(t['ompi']) / med(t['hvd']):.2f} ({len(t['hvd'])}/{len(t['ompi'])})"
+                              if ok else f"- ({len(t['hvd'])}/{len(t['ompi'])})"]
             if pin:
                 cells += [f'{med(col(pin, size, 5)):.1f}', f'{med(col(pin, size, 7)):.3f}',
                           f'{ratio(pin, ompi, size):.2f}']

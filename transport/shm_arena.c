@@ -32,6 +32,7 @@ hvd_status_t hvd_arena_create(const char *tag, int gen, int rank, const int *loc
   a->n = n;
   a->me = -1;
   a->oversubscribed = n > (int)sysconf(_SC_NPROCESSORS_ONLN);
+  a->stores = HVD_SHM_STORES_AUTO;
   a->slot_bytes = slot_bytes;
   a->seg_bytes = sizeof(hvd_arena_ctrl_t) + 2 * slot_bytes;
   a->ranks = malloc((size_t)n * sizeof *a->ranks);

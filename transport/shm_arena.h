@@ -56,14 +56,14 @@ typedef struct hvd_arena {
   int cma; /* every member can read every other's memory (hvd_arena_probe_cma, agreed
               by the owner on all members): single-copy algorithms allowed */
   int oversubscribed; /* more local ranks than online CPUs (waits yield early) */
-  int stores;         /* HVD_SHM_STORES_*: how the allreduce writes slots (HVD_SHM_STORES) */
+  int stores; /* HVD_SHM_STORE_* forced (HVD_SHM_STORES), or HVD_SHM_STORES_AUTO (default) */
 } hvd_arena_t;
 
-/* hvd_arena_t.stores: measured per size class (collectives/allreduce_shm.c, "Slot
- * stores"), or forced. */
-#define HVD_SHM_STORES_AUTO 0
-#define HVD_SHM_STORES_CACHED 1
-#define HVD_SHM_STORES_STREAMING 2
+/* Kinds of slot stores (collectives/allreduce_shm.c, "Slot stores"), and
+ * hvd_arena_t.stores's value when the kind is measured per size class instead. */
+#define HVD_SHM_STORE_CACHED 0
+#define HVD_SHM_STORE_STREAMING 1
+#define HVD_SHM_STORES_AUTO (-1)
 #define HVD_SHM_STORES_CHOICES "auto, cached, streaming"
 
 /* The name of a rank's segment: "/hvd-<64-bit hash of tag>-<gen>-<rank>". Names in

@@ -267,10 +267,10 @@ Test(shm_arena, np4_oversubscribed, .timeout = 120) { run(4, 4096, HVD_SHM_STORE
 Test(shm_arena, np2_large_slot, .timeout = 60) { run(2, 1 << 20, HVD_SHM_STORES_AUTO); }
 /* Every allreduce from 64 KiB with streaming stores (unaligned sub-slices, blocks
  * across chunk ends, parts without input or output); all with cached ones below. */
-Test(shm_arena, np2_streaming, .timeout = 60) { run(2, 65536, HVD_SHM_STORES_STREAMING); }
-Test(shm_arena, np3_streaming, .timeout = 60) { run(3, 4096, HVD_SHM_STORES_STREAMING); }
+Test(shm_arena, np2_streaming, .timeout = 60) { run(2, 65536, HVD_SHM_STORE_STREAMING); }
+Test(shm_arena, np3_streaming, .timeout = 60) { run(3, 4096, HVD_SHM_STORE_STREAMING); }
 Test(shm_arena, np2_large_slot_streaming, .timeout = 60) {
-  run(2, 1 << 20, HVD_SHM_STORES_STREAMING);
+  run(2, 1 << 20, HVD_SHM_STORE_STREAMING);
 }
 
 /* The measured choice of slot stores (collectives/allreduce_shm.c, "Slot stores"),
@@ -310,7 +310,7 @@ static int stores_child(int rank, size_t slot, char tag[17]) {
   }
   bad += c.shm_stores[0][1].calls != 34;
   bad += c.shm_stores[0][1].cost[0] >= huge; /* the cached call's time pulled it down */
-  for (int forced = HVD_SHM_STORES_CACHED; forced <= HVD_SHM_STORES_STREAMING; forced++) {
+  for (int forced = HVD_SHM_STORE_CACHED; forced <= HVD_SHM_STORE_STREAMING; forced++) {
     a->stores = forced;
     if (hvd_allreduce_shm(&c, in, out, N, HVD_FLOAT32, HVD_SUM) != HVD_OK) return bad + 1000;
     for (size_t i = 0; i < N; i++) bad += out[i] != (float)(val(i, 0) + val(i, 1));
@@ -325,7 +325,7 @@ static int stores_child(int rank, size_t slot, char tag[17]) {
 /* Every allreduce with cached stores, then the measured choice. (One test, not two:
  * with eleven tests in this file Criterion's runner leaked 48 bytes under ASan.) */
 Test(shm_arena, np2_cached_and_stores_choice, .timeout = 60) {
-  run(2, 65536, HVD_SHM_STORES_CACHED);
+  run(2, 65536, HVD_SHM_STORE_CACHED);
   sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   cr_assert(sh != MAP_FAILED);
   memset(sh, 0, sizeof *sh);
