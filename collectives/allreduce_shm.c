@@ -28,9 +28,9 @@
  * caches of the cores that read it, and a reader pulls every line from the writer's
  * cache: cheap when the cores share a cache, most of the time when they do not (this
  * VM's "two speeds", docs/performance.md: 1 MiB took 105-145 us in the fast speed and
- * 370-430 us in the slow one). Streaming stores (hvd_copy_streaming) send the lines
+ * 320-430 us in the slow one). Streaming stores (hvd_copy_streaming) send the lines
  * towards memory without taking them back first, and the readers load them from
- * memory: 220-250 us in either speed. Neither is better in both speeds, and the speed
+ * memory: 220-270 us in either speed. Neither is better in both speeds, and the speed
  * changes every few seconds, so from HVD_SHM_STREAM_MIN bytes on the allreduce
  * measures: per size class (powers of two) it keeps each kind's time per byte (the
  * mean of the previous value and the new call's), uses the cheaper kind, and every
