@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(gcc make cmake pkg-config libfabric-dev libfabric-bin libhwloc-dev libuv1-dev
           libcriterion-dev zlib1g-dev libopenblas-dev dataset-fashion-mnist procps iproute2
-          openssh-server openssh-client openmpi-bin
+          openssh-server openssh-client openmpi-bin libopenmpi-dev # mpirun jobs; hvd-train-mpi
           python3 chromium # the timeline tests: Python's json module, a headless browser
           python3-numpy python3-torch python3-pytest # the Python bindings and their tests
           clang libclang-rt-14-dev) # libFuzzer harnesses

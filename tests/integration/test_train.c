@@ -10,6 +10,8 @@
  *    and a final accuracy line;
  *  - the arena allreduce's slot stores (cached, streaming, chosen) change no bit of the
  *    trained parameters;
+ *  - --sync-only moves no gradient bytes; the Open MPI peer (hvd-train-mpi) trains the
+ *    same model as hvd-train: same losses, same bits;
  *  - checkpoint/resume: 2 epochs + resume to 3 ends with exactly the parameters of an
  *    uninterrupted 3-epoch run, and bad checkpoints are refused with a clear error.
  * The Fashion-MNIST files come from /usr/share/datasets/fashion-mnist (package
@@ -331,6 +333,89 @@ Test(train_run, slot_stores_change_no_bit, .timeout = 300) {
   }
   cr_assert_str_eq(sums[1], sums[0], "streaming stores end at %s, cached at %s", sums[1], sums[0]);
   cr_assert_str_eq(sums[2], sums[0], "chosen stores end at %s, cached at %s", sums[2], sums[0]);
+}
+
+/* Largest "bytes" of an ALLREDUCE span in a timeline file (-1: none). */
+static long max_allreduce_bytes(const char *path) {
+  FILE *f = fopen(path, "r");
+  cr_assert_not_null(f, "no timeline %s", path);
+  static char buf[1 << 22];
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  long most = -1;
+  for (const char *p = buf; (p = strstr(p, "\"name\":\"ALLREDUCE\"")) != NULL; p++) {
+    const char *b = strstr(p, "\"bytes\":"), *end = strchr(p, '}');
+    if (b && end && b < strchr(end + 1, '}')) {
+      long v = strtol(b + strlen("\"bytes\":"), NULL, 10);
+      if (v > most) most = v;
+    }
+  }
+  return most;
+}
+
+/* --sync-only (train-scaling.sh's "sync_eff"): the same negotiation every step, one
+ * element per gradient: no allreduce moves more than the 8 doubles of epoch.stats,
+ * where a training run moves the whole 0.94 MB. */
+Test(train_run, sync_only_moves_no_gradient, .init = make_tmpdir, .fini = remove_tmpdir,
+     .timeout = 300) {
+  char args[512], tl[300];
+  snprintf(tl, sizeof tl, "%s/sync.json", tmpdir);
+  snprintf(args, sizeof args, "--steps 30 --sync-only --timeline %s", tl);
+  run_result_t r = train(2, args, 120);
+  expect_ok(&r);
+  cr_assert_eq(count_in(&r, "parameters not compared (--sync-only"), 1, "%s", r.out);
+  cr_assert_eq(count_in(&r, "parameters identical"), 0, "%s", r.out);
+  long most = max_allreduce_bytes(tl);
+  cr_assert(most >= 24 && most <= 64, "--sync-only: largest allreduce %ld bytes", most);
+  run_free(&r);
+  snprintf(tl, sizeof tl, "%s/train.json", tmpdir);
+  snprintf(args, sizeof args, "--steps 30 --timeline %s", tl);
+  r = train(2, args, 120);
+  expect_ok(&r);
+  most = max_allreduce_bytes(tl);
+  cr_assert(most >= 235146 * 4, "training: largest allreduce %ld bytes", most);
+  run_free(&r);
+  r = train(2, "--sync-only --resume /nonexistent", 60);
+  cr_assert(r.exited && r.status == 2, "%s", r.out);
+  cr_assert(count_in(&r, "--sync-only trains a model per rank"), "%s", r.out);
+  run_free(&r);
+}
+
+/* hvd-train-mpi (the same trainer on Open MPI, tools/mpi-bench/hvd_on_mpi.c) is the peer
+ * of tools/train-scaling.sh --mpi: its samples/s only compare with hvd's if it trains the
+ * same model the same way. At np = 2 a sum is a + b whoever computes it, and AVERAGE
+ * multiplies by 0.5 in both, so 60 steps must end with the same parameters, bit for
+ * bit. (Skipped under the sanitizers: Open MPI's own allocations are not ours to check.) */
+Test(train_run, mpi_peer_same_parameters, .timeout = 300) {
+  QUICK_SKIP("Open MPI's libraries under ASan; the normal build runs this");
+  if (access(bin_path("hvd-train-mpi"), X_OK) != 0)
+    cr_skip_test("no %s (configure with libopenmpi-dev installed; scripts/setup.sh does)",
+                 bin_path("hvd-train-mpi"));
+  run_result_t h = train(2, "--steps 60 --print-loss", 120);
+  expect_ok(&h);
+  char want[32], got[32];
+  checksum_of(&h, want, sizeof want);
+  char cmd[4096];
+  snprintf(cmd, sizeof cmd, "mpirun --allow-run-as-root --oversubscribe -np 2 %s --steps 60 --print-loss",
+           bin_path("hvd-train-mpi"));
+  run_result_t m = run_sh(cmd, NULL, 120);
+  cr_assert(!m.timed_out, "timed out: %s\noutput:\n%s", cmd, m.out);
+  expect_ok(&m);
+  cr_assert_eq(count_in(&m, "parameters identical on all 2 ranks"), 1, "%s", m.out);
+  cr_assert_eq(count_in(&m, "step 60 loss "), 1, "%s", m.out);
+  checksum_of(&m, got, sizeof got);
+  /* the losses too, step by step (the first place they part, if they do) */
+  for (int k = 1; k <= 60; k++) {
+    char key[32];
+    snprintf(key, sizeof key, "step %d loss ", k);
+    const char *a = strstr(h.out, key), *b = strstr(m.out, key);
+    cr_assert(a && b, "no '%s' line", key);
+    cr_assert(strncmp(a, b, strlen(key) + 14) == 0, "step %d: hvd %.30s, Open MPI %.30s", k, a, b);
+  }
+  cr_assert_str_eq(got, want, "Open MPI's run ends at checksum %s, hvd's at %s", got, want);
+  run_free(&h);
+  run_free(&m);
 }
 
 /* ---- checkpoint and resume ----------------------------------------------------------- */

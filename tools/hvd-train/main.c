@@ -55,6 +55,7 @@ typedef struct opts {
   long long steps; /* 0: no limit */
   int print_loss;
   int overlap; /* submit each layer's gradients as soon as they exist */
+  int sync_only; /* measurement: ranks train alone, synchronized by 1-element allreduces */
   const char *timeline, *checkpoint, *resume;
   int blas_threads;
 } opts_t;
@@ -109,6 +110,11 @@ static void usage(FILE *f) {
 "  --blas-threads T     OpenBLAS threads per rank [1]\n"
 "  --no-overlap         submit the gradients only after the whole backward pass (to\n"
 "                       measure what overlapping them with it gains)\n"
+"  --sync-only          measurement mode: each rank trains its own model (gradients\n"
+"                       are not averaged); every step still submits one allreduce per\n"
+"                       gradient, of one element, at the same points, so the ranks\n"
+"                       negotiate and wait for each other exactly as in training:\n"
+"                       what a step costs without the bytes (tools/train-scaling.sh)\n"
 "  --help\n"
 "\n"
 "Rank 0 prints one line per epoch (loss, train acc, test acc, global samples/s, share of\n"
@@ -168,7 +174,7 @@ static int parse_args(int argc, char **argv, opts_t *o) {
   /* clang-format off */
   enum { O_DATA = 256, O_SYNTH, O_HIDDEN, O_EPOCHS, O_BATCH, O_LR, O_NOSCALE, O_WARMUP,
          O_SCHED, O_MOM, O_WD, O_SEED, O_STEPS, O_PRINTLOSS, O_TIMELINE, O_CKPT, O_RESUME,
-         O_BLAS, O_NOOVERLAP, O_HELP };
+         O_BLAS, O_NOOVERLAP, O_SYNCONLY, O_HELP };
   static const struct option longopts[] = {
       {"data", required_argument, 0, O_DATA},
       {"synthetic", required_argument, 0, O_SYNTH},
@@ -189,6 +195,7 @@ static int parse_args(int argc, char **argv, opts_t *o) {
       {"resume", required_argument, 0, O_RESUME},
       {"blas-threads", required_argument, 0, O_BLAS},
       {"no-overlap", no_argument, 0, O_NOOVERLAP},
+      {"sync-only", no_argument, 0, O_SYNCONLY},
       {"help", no_argument, 0, O_HELP},
       {0, 0, 0, 0}};
   /* clang-format on */
@@ -281,6 +288,9 @@ static int parse_args(int argc, char **argv, opts_t *o) {
       case O_NOOVERLAP:
         o->overlap = 0;
         break;
+      case O_SYNCONLY:
+        o->sync_only = 1;
+        break;
       case O_HELP:
       case 'h':
         usage(stdout);
@@ -298,6 +308,10 @@ static int parse_args(int argc, char **argv, opts_t *o) {
   }
   if (o->data_dir && o->synthetic) {
     fprintf(stderr, "hvd-train: --data and --synthetic exclude each other\n");
+    return -1;
+  }
+  if (o->sync_only && (o->checkpoint || o->resume)) {
+    fprintf(stderr, "hvd-train: --sync-only trains a model per rank: it takes no --checkpoint or --resume\n");
     return -1;
   }
   if (!o->data_dir) o->data_dir = DEFAULT_DATA_DIR;
@@ -377,13 +391,14 @@ static void broadcast_tensors(job_t *j, mlp_t *m, const char *family, float *con
   for (int i = 0; i < n; i++) finish(j, reqs[i], names[i]);
 }
 
-/* Start the AVERAGE allreduces of layer l's gradients, in place. */
-static void submit_grads(job_t *j, mlp_t *m, int l, char (*gnames)[32], hvd_req_t **reqs,
-                         int *nreq) {
-  reqs[(*nreq)++] =
-      allreduce_async(j, gnames[2 * l], m->gW[l], mlp_wsize(m, l), HVD_FLOAT32, HVD_AVERAGE);
-  reqs[(*nreq)++] =
-      allreduce_async(j, gnames[2 * l + 1], m->gb[l], mlp_bsize(m, l), HVD_FLOAT32, HVD_AVERAGE);
+/* Start the AVERAGE allreduces of layer l's gradients, in place; with sync (--sync-only)
+ * the same names, one element each of sync instead. */
+static void submit_grads(job_t *j, mlp_t *m, int l, char (*gnames)[32], float *sync,
+                         hvd_req_t **reqs, int *nreq) {
+  float *gW = sync ? &sync[2 * l] : m->gW[l], *gb = sync ? &sync[2 * l + 1] : m->gb[l];
+  size_t nW = sync ? 1 : mlp_wsize(m, l), nb = sync ? 1 : mlp_bsize(m, l);
+  reqs[(*nreq)++] = allreduce_async(j, gnames[2 * l], gW, nW, HVD_FLOAT32, HVD_AVERAGE);
+  reqs[(*nreq)++] = allreduce_async(j, gnames[2 * l + 1], gb, nb, HVD_FLOAT32, HVD_AVERAGE);
 }
 
 /* Test loss and correct count over this rank's contiguous shard of the test set. */
@@ -532,6 +547,10 @@ int main(int argc, char **argv) {
     snprintf(gnames[2 * l], sizeof gnames[0], "grad.W%d", l + 1);
     snprintf(gnames[2 * l + 1], sizeof gnames[0], "grad.b%d", l + 1);
   }
+  float sync_buf[2 * TRAIN_MAX_LAYERS] = {0}, *sync = o.sync_only ? sync_buf : NULL;
+  if (o.sync_only && rank == 0)
+    printf("hvd-train: --sync-only: each rank trains its own model; the gradient allreduces "
+           "carry one element each (a measurement of the step without the bytes)\n");
   double test_acc = -1.0;
   long long run_steps = 0;
   int stopped = 0;
@@ -557,10 +576,10 @@ int main(int argc, char **argv) {
       int nreq = 0;
       for (int l = L - 1; l >= 0; l--) {
         mlp_backward_layer(m, l, nloc);
-        if (o.overlap) submit_grads(j, m, l, gnames, reqs, &nreq);
+        if (o.overlap) submit_grads(j, m, l, gnames, sync, reqs, &nreq);
       }
       if (!o.overlap)
-        for (int l = L - 1; l >= 0; l--) submit_grads(j, m, l, gnames, reqs, &nreq);
+        for (int l = L - 1; l >= 0; l--) submit_grads(j, m, l, gnames, sync, reqs, &nreq);
       double step_loss = loss / (double)nloc;
       if (o.print_loss)
         reqs[nreq++] = allreduce_async(j, "step.loss", &step_loss, 1, HVD_FLOAT64, HVD_AVERAGE);
@@ -620,6 +639,7 @@ int main(int argc, char **argv) {
 
   /* Every rank must hold the same bytes: compare checksums by MIN and MAX. */
   int64_t sum = mlp_checksum(m), lo = sum, hi = sum;
+  if (o.sync_only) lo = hi = 0; /* the ranks trained separately: nothing to compare */
   check(j, hvd_allreduce(j->ctx, "check.min", &lo, &lo, 1, HVD_INT64, HVD_MIN),
         "allreduce check.min");
   check(j, hvd_allreduce(j->ctx, "check.max", &hi, &hi, 1, HVD_INT64, HVD_MAX),
@@ -634,7 +654,11 @@ int main(int argc, char **argv) {
   }
   if (rank == 0) {
     hvd_stats_t hs;
-    printf("parameters identical on all %d ranks (checksum %016" PRIx64 ")\n", size, (uint64_t)sum);
+    if (o.sync_only)
+      printf("parameters not compared (--sync-only: the ranks trained separately)\n");
+    else
+      printf("parameters identical on all %d ranks (checksum %016" PRIx64 ")\n", size,
+             (uint64_t)sum);
     if (hvd_get_stats(j->ctx, &hs) == HVD_OK)
       printf("hvd: %" PRIu64 " tensors, %" PRIu64 " collectives, %" PRIu64
              " fused tensors, %" PRIu64 " cache hits; %lld steps in %.1f s\n",
