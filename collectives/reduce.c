@@ -71,10 +71,20 @@ static void gen_scale_f64(double *p, size_t n, double factor) {
   for (size_t i = 0; i < n; i++) p[i] = hvd_prod_f64(p[i], factor);
 }
 
+static void gen_scale_f16(uint16_t *p, size_t n, float factor) {
+  for (size_t i = 0; i < n; i++) p[i] = hvd_scale_f16(p[i], factor);
+}
+
+static void gen_scale_bf16(uint16_t *p, size_t n, float factor) {
+  for (size_t i = 0; i < n; i++) p[i] = hvd_scale_bf16(p[i], factor);
+}
+
 const hvd_reduce_table_t hvd_reduce_table_generic = {
     .name = "generic",
     .scale_f32 = gen_scale_f32,
     .scale_f64 = gen_scale_f64,
+    .scale_f16 = gen_scale_f16,
+    .scale_bf16 = gen_scale_bf16,
     .fn =
         {
             [HVD_FLOAT16] = ROW_FLOAT_(f16),
@@ -213,18 +223,12 @@ void hvd_scale(void *buf, size_t count, hvd_dtype_t dtype, double factor) {
   if (factor == 1.0) return; /* exact for every type, and spares int64 the trip to double */
   float f32f = (float)factor;
   switch (dtype) {
-  case HVD_FLOAT16: {
-    uint16_t *p = buf;
-    for (size_t i = 0; i < count; i++)
-      p[i] = hvd_f32_to_f16(hvd_prod_f32(hvd_f16_to_f32(p[i]), f32f));
+  case HVD_FLOAT16:
+    active()->scale_f16(buf, count, f32f);
     break;
-  }
-  case HVD_BFLOAT16: {
-    uint16_t *p = buf;
-    for (size_t i = 0; i < count; i++)
-      p[i] = hvd_f32_to_bf16(hvd_prod_f32(hvd_bf16_to_f32(p[i]), f32f));
+  case HVD_BFLOAT16:
+    active()->scale_bf16(buf, count, f32f);
     break;
-  }
   case HVD_FLOAT32: /* the kernel set's: AVERAGE's 1/n pass over every result */
     active()->scale_f32(buf, count, factor);
     break;

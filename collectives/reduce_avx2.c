@@ -213,10 +213,23 @@ static AVX2 void k_scale_f64(double *p, size_t n, double factor) {
   for (; i < n; i++) p[i] = hvd_prod_f64(p[i], factor);
 }
 
+/* hvd_scale for float16/bfloat16: widened, times the float factor, rounded back. */
+#define K_SCALE_HALF_(sfx)                                                              \
+  static AVX2 void k_scale_##sfx(uint16_t *p, size_t n, float factor) {                 \
+    const __m256 f = _mm256_set1_ps(factor);                                            \
+    size_t i = 0;                                                                       \
+    for (; i + 8 <= n; i += 8) st_##sfx(p + i, v_prod_f32(ld_##sfx(p + i), f));        \
+    for (; i < n; i++) p[i] = hvd_scale_##sfx(p[i], factor);                            \
+  }
+K_SCALE_HALF_(f16)
+K_SCALE_HALF_(bf16)
+
 const hvd_reduce_table_t hvd_reduce_table_avx2 = {
     .name = "avx2",
     .scale_f32 = k_scale_f32,
     .scale_f64 = k_scale_f64,
+    .scale_f16 = k_scale_f16,
+    .scale_bf16 = k_scale_bf16,
     .fn =
         {
             [HVD_FLOAT16] = ROW_FLOAT_(f16),

@@ -10,6 +10,7 @@
 #define HVD_COLLECTIVES_REDUCE_IMPL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "collectives/reduce.h"
 
@@ -21,12 +22,16 @@ typedef void (*hvd_reduce_fn)(void *dst, const void *a, const void *b, size_t n)
  * once to the element type, NaN canonical (hvd_scale's float32 and float64 rules). */
 typedef void (*hvd_scale_f32_fn)(float *p, size_t n, double factor);
 typedef void (*hvd_scale_f64_fn)(double *p, size_t n, double factor);
+/* The same for float16 / bfloat16: widened to float32, times the factor (a float),
+ * NaN canonical, rounded back to nearest even (hvd_scale_f16 / hvd_scale_bf16). */
+typedef void (*hvd_scale_half_fn)(uint16_t *p, size_t n, float factor);
 
 typedef struct hvd_reduce_table {
   const char *name;
   hvd_reduce_fn fn[HVD_DTYPE_COUNT][HVD_REDUCE_OPS];
   hvd_scale_f32_fn scale_f32;
   hvd_scale_f64_fn scale_f64;
+  hvd_scale_half_fn scale_f16, scale_bf16;
 } hvd_reduce_table_t;
 
 typedef enum {

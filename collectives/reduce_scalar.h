@@ -153,6 +153,10 @@ static inline float hvd_scale_f32(float x, double factor) {
   }                                                                                    \
   static inline uint16_t hvd_max_##sfx(uint16_t a, uint16_t b) {                       \
     return FROM32(hvd_max_f32(TO32(a), TO32(b)));                                      \
+  }                                                                                    \
+  /* hvd_scale's element: times the factor rounded to float32 */                       \
+  static inline uint16_t hvd_scale_##sfx(uint16_t x, float factor) {                   \
+    return FROM32(hvd_prod_f32(TO32(x), factor));                                      \
   }
 
 HVD_DEF_HALF_OPS_(f16, hvd_f16_to_f32, hvd_f32_to_f16)

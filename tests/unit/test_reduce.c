@@ -709,6 +709,42 @@ static void scale_isa(hvd_isa_t isa) {
   free(v);
 }
 
+/* float16 / bfloat16 scaling: every one of the 65536 values, every tail length up to
+ * 40, against the defining scalar expression (hvd_scale_f16 / hvd_scale_bf16). */
+static void scale_half_isa(hvd_isa_t isa) {
+  const hvd_reduce_table_t *t = hvd_reduce_table(isa);
+  if (t == NULL) cr_skip_test("kernel set %d is not available on this CPU", (int)isa);
+  cr_assert_not_null(t->scale_f16);
+  cr_assert_not_null(t->scale_bf16);
+  const float factors[] = {0.5f, 0.25f, 1.0f / 3.0f, -2.0f, 1e5f, 1e-9f, 0.0f, INFINITY, NAN};
+  enum { N = 65536 };
+  uint16_t *x = malloc(N * sizeof *x), *y = malloc(N * sizeof *y);
+  cr_assert(x && y);
+  for (size_t i = 0; i < N; i++) x[i] = (uint16_t)(i * 40503u); /* every value, shuffled */
+  for (int bf = 0; bf < 2; bf++) {
+    hvd_scale_half_fn fn = bf ? t->scale_bf16 : t->scale_f16;
+    for (size_t fi = 0; fi < HVD_ARRAY_SIZE_T(factors); fi++) {
+      const float f = factors[fi];
+      for (size_t n = 0; n <= N; n = n < 40 ? n + 1 : N) {
+        memcpy(y, x, N * sizeof *y);
+        fn(y, n, f);
+        for (size_t i = 0; i < N; i++) {
+          uint16_t want = i >= n ? x[i] : bf ? hvd_scale_bf16(x[i], f) : hvd_scale_f16(x[i], f);
+          cr_assert(y[i] == want, "%s scale_%s factor %g n %zu [%zu]: %04x -> %04x, want %04x",
+                    t->name, bf ? "bf16" : "f16", (double)f, n, i, x[i], y[i], want);
+        }
+        if (n == N) break;
+      }
+    }
+  }
+  free(x);
+  free(y);
+}
+
+Test(scale, half_generic_matches_scalar) { scale_half_isa(HVD_ISA_GENERIC); }
+Test(scale, half_avx2_matches_scalar) { scale_half_isa(HVD_ISA_AVX2); }
+Test(scale, half_avx512_matches_scalar) { scale_half_isa(HVD_ISA_AVX512); }
+
 Test(scale, generic_matches_scalar) { scale_isa(HVD_ISA_GENERIC); }
 Test(scale, avx2_matches_scalar) { scale_isa(HVD_ISA_AVX2); }
 Test(scale, avx512_matches_scalar) { scale_isa(HVD_ISA_AVX512); }

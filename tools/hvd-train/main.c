@@ -56,6 +56,7 @@ typedef struct opts {
   int print_loss;
   int overlap; /* submit each layer's gradients as soon as they exist */
   int sync_only; /* measurement: ranks train alone, synchronized by 1-element allreduces */
+  int fp16;      /* gradients allreduced as float16 (Horovod's fp16 compression) */
   const char *timeline, *checkpoint, *resume;
   int blas_threads;
 } opts_t;
@@ -110,6 +111,8 @@ static void usage(FILE *f) {
 "  --blas-threads T     OpenBLAS threads per rank [1]\n"
 "  --no-overlap         submit the gradients only after the whole backward pass (to\n"
 "                       measure what overlapping them with it gains)\n"
+"  --fp16-allreduce     allreduce the gradients as float16 (Horovod's fp16\n"
+"                       compression): half the bytes, rounded to 11 significant bits\n"
 "  --sync-only          measurement mode: each rank trains its own model (gradients\n"
 "                       are not averaged); every step still submits one allreduce per\n"
 "                       gradient, of one element, at the same points, so the ranks\n"
@@ -174,7 +177,7 @@ static int parse_args(int argc, char **argv, opts_t *o) {
   /* clang-format off */
   enum { O_DATA = 256, O_SYNTH, O_HIDDEN, O_EPOCHS, O_BATCH, O_LR, O_NOSCALE, O_WARMUP,
          O_SCHED, O_MOM, O_WD, O_SEED, O_STEPS, O_PRINTLOSS, O_TIMELINE, O_CKPT, O_RESUME,
-         O_BLAS, O_NOOVERLAP, O_SYNCONLY, O_HELP };
+         O_BLAS, O_NOOVERLAP, O_SYNCONLY, O_FP16, O_HELP };
   static const struct option longopts[] = {
       {"data", required_argument, 0, O_DATA},
       {"synthetic", required_argument, 0, O_SYNTH},
@@ -196,6 +199,7 @@ static int parse_args(int argc, char **argv, opts_t *o) {
       {"blas-threads", required_argument, 0, O_BLAS},
       {"no-overlap", no_argument, 0, O_NOOVERLAP},
       {"sync-only", no_argument, 0, O_SYNCONLY},
+      {"fp16-allreduce", no_argument, 0, O_FP16},
       {"help", no_argument, 0, O_HELP},
       {0, 0, 0, 0}};
   /* clang-format on */
@@ -290,6 +294,9 @@ static int parse_args(int argc, char **argv, opts_t *o) {
         break;
       case O_SYNCONLY:
         o->sync_only = 1;
+        break;
+      case O_FP16:
+        o->fp16 = 1;
         break;
       case O_HELP:
       case 'h':
@@ -391,14 +398,32 @@ static void broadcast_tensors(job_t *j, mlp_t *m, const char *family, float *con
   for (int i = 0; i < n; i++) finish(j, reqs[i], names[i]);
 }
 
-/* Start the AVERAGE allreduces of layer l's gradients, in place; with sync (--sync-only)
- * the same names, one element each of sync instead. */
-static void submit_grads(job_t *j, mlp_t *m, int l, char (*gnames)[32], float *sync,
+/* How the gradients travel: in place as float32 (g16 and sync NULL); as float16 copies
+ * in g16 (--fp16-allreduce: the same layout as m->grads, converted back after the wait);
+ * or, with sync (--sync-only), one element each of sync under the same names. */
+typedef struct grad_io {
+  uint16_t *g16;
+  float *sync;
+} grad_io_t;
+
+/* Start the AVERAGE allreduces of layer l's gradients. */
+static void submit_grads(job_t *j, mlp_t *m, int l, char (*gnames)[32], const grad_io_t *io,
                          hvd_req_t **reqs, int *nreq) {
-  float *gW = sync ? &sync[2 * l] : m->gW[l], *gb = sync ? &sync[2 * l + 1] : m->gb[l];
-  size_t nW = sync ? 1 : mlp_wsize(m, l), nb = sync ? 1 : mlp_bsize(m, l);
-  reqs[(*nreq)++] = allreduce_async(j, gnames[2 * l], gW, nW, HVD_FLOAT32, HVD_AVERAGE);
-  reqs[(*nreq)++] = allreduce_async(j, gnames[2 * l + 1], gb, nb, HVD_FLOAT32, HVD_AVERAGE);
+  const size_t nW = mlp_wsize(m, l), nb = mlp_bsize(m, l);
+  if (io->sync) {
+    reqs[(*nreq)++] = allreduce_async(j, gnames[2 * l], &io->sync[2 * l], 1, HVD_FLOAT32, HVD_AVERAGE);
+    reqs[(*nreq)++] =
+        allreduce_async(j, gnames[2 * l + 1], &io->sync[2 * l + 1], 1, HVD_FLOAT32, HVD_AVERAGE);
+  } else if (io->g16) {
+    uint16_t *hW = io->g16 + (m->gW[l] - m->grads), *hb = io->g16 + (m->gb[l] - m->grads);
+    half_from_float(hW, m->gW[l], nW, 0);
+    half_from_float(hb, m->gb[l], nb, 0);
+    reqs[(*nreq)++] = allreduce_async(j, gnames[2 * l], hW, nW, HVD_FLOAT16, HVD_AVERAGE);
+    reqs[(*nreq)++] = allreduce_async(j, gnames[2 * l + 1], hb, nb, HVD_FLOAT16, HVD_AVERAGE);
+  } else {
+    reqs[(*nreq)++] = allreduce_async(j, gnames[2 * l], m->gW[l], nW, HVD_FLOAT32, HVD_AVERAGE);
+    reqs[(*nreq)++] = allreduce_async(j, gnames[2 * l + 1], m->gb[l], nb, HVD_FLOAT32, HVD_AVERAGE);
+  }
 }
 
 /* Test loss and correct count over this rank's contiguous shard of the test set. */
@@ -547,7 +572,12 @@ int main(int argc, char **argv) {
     snprintf(gnames[2 * l], sizeof gnames[0], "grad.W%d", l + 1);
     snprintf(gnames[2 * l + 1], sizeof gnames[0], "grad.b%d", l + 1);
   }
-  float sync_buf[2 * TRAIN_MAX_LAYERS] = {0}, *sync = o.sync_only ? sync_buf : NULL;
+  float sync_buf[2 * TRAIN_MAX_LAYERS] = {0};
+  grad_io_t io = {.sync = o.sync_only ? sync_buf : NULL};
+  if (o.fp16 && !o.sync_only && (io.g16 = malloc(m->nparams * sizeof *io.g16)) == NULL)
+    die(j, "out of memory");
+  if (io.g16 && rank == 0)
+    printf("hvd-train: --fp16-allreduce: gradients are allreduced as float16\n");
   if (o.sync_only && rank == 0)
     printf("hvd-train: --sync-only: each rank trains its own model; the gradient allreduces "
            "carry one element each (a measurement of the step without the bytes)\n");
@@ -576,16 +606,17 @@ int main(int argc, char **argv) {
       int nreq = 0;
       for (int l = L - 1; l >= 0; l--) {
         mlp_backward_layer(m, l, nloc);
-        if (o.overlap) submit_grads(j, m, l, gnames, sync, reqs, &nreq);
+        if (o.overlap) submit_grads(j, m, l, gnames, &io, reqs, &nreq);
       }
       if (!o.overlap)
-        for (int l = L - 1; l >= 0; l--) submit_grads(j, m, l, gnames, sync, reqs, &nreq);
+        for (int l = L - 1; l >= 0; l--) submit_grads(j, m, l, gnames, &io, reqs, &nreq);
       double step_loss = loss / (double)nloc;
       if (o.print_loss)
         reqs[nreq++] = allreduce_async(j, "step.loss", &step_loss, 1, HVD_FLOAT64, HVD_AVERAGE);
       double tw = now_s();
       for (int i = 0; i < nreq; i++)
         finish(j, reqs[i], i < 2 * L ? gnames[2 * (L - 1 - i / 2) + i % 2] : "step.loss");
+      if (io.g16) half_to_float(m->grads, io.g16, m->nparams, 0);
       wait_s += now_s() - tw;
 
       mlp_sgd(m, (float)lr_at(&o, size, step, spe), (float)o.momentum, (float)o.wd);
@@ -667,6 +698,7 @@ int main(int argc, char **argv) {
     printf("final test accuracy: %.4f\n", test_acc);
   }
 
+  free(io.g16);
   free(perm);
   free(y);
   mlp_destroy(m);

@@ -58,6 +58,12 @@ void data_batch(const split_t *s, const uint32_t *idx, size_t n, float *x, int *
 /* perm = a permutation of 0..n-1 that depends only on (seed, epoch). */
 void data_shuffle(uint32_t *perm, size_t n, uint64_t seed, int64_t epoch);
 
+/* ---- float16 (half.c) ------------------------------------------------------------------- */
+/* dst[i] = src[i] as IEEE float16 (round to nearest even) / back to float32 (exact), i < n.
+ * portable != 0 uses the scalar code even where the F16C instructions exist (tests). */
+void half_from_float(uint16_t *dst, const float *src, size_t n, int portable);
+void half_to_float(float *dst, const uint16_t *src, size_t n, int portable);
+
 /* ---- model ------------------------------------------------------------------------------ */
 /* A fully connected ReLU network with a softmax cross-entropy head. Layer l maps
  * dims[l] -> dims[l+1]; W[l] is dims[l+1] x dims[l], row-major; b[l] has dims[l+1].
