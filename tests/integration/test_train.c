@@ -355,26 +355,29 @@ static long max_allreduce_bytes(const char *path) {
   return most;
 }
 
+/* hvd-train at np 2 with args and a timeline in tmpdir/file: the finished run (must
+ * succeed) in *r, and the largest allreduce of rank 0's timeline in bytes. */
+static long train_timeline(const char *args, const char *file, run_result_t *r, double timeout) {
+  char all[768], tl[300];
+  snprintf(tl, sizeof tl, "%s/%s", tmpdir, file);
+  snprintf(all, sizeof all, "%s --timeline %s", args, tl);
+  *r = train(2, all, timeout);
+  expect_ok(r);
+  return max_allreduce_bytes(tl);
+}
+
 /* --sync-only (train-scaling.sh's "sync_eff"): the same negotiation every step, one
  * element per gradient: no allreduce moves more than the 8 doubles of epoch.stats,
  * where a training run moves the whole 0.94 MB. */
 Test(train_run, sync_only_moves_no_gradient, .init = make_tmpdir, .fini = remove_tmpdir,
      .timeout = 300) {
-  char args[512], tl[300];
-  snprintf(tl, sizeof tl, "%s/sync.json", tmpdir);
-  snprintf(args, sizeof args, "--steps 30 --sync-only --timeline %s", tl);
-  run_result_t r = train(2, args, 120);
-  expect_ok(&r);
+  run_result_t r;
+  long most = train_timeline("--steps 30 --sync-only", "sync.json", &r, 120);
   cr_assert_eq(count_in(&r, "parameters not compared (--sync-only"), 1, "%s", r.out);
   cr_assert_eq(count_in(&r, "parameters identical"), 0, "%s", r.out);
-  long most = max_allreduce_bytes(tl);
   cr_assert(most >= 24 && most <= 64, "--sync-only: largest allreduce %ld bytes", most);
   run_free(&r);
-  snprintf(tl, sizeof tl, "%s/train.json", tmpdir);
-  snprintf(args, sizeof args, "--steps 30 --timeline %s", tl);
-  r = train(2, args, 120);
-  expect_ok(&r);
-  most = max_allreduce_bytes(tl);
+  most = train_timeline("--steps 30", "train.json", &r, 120);
   cr_assert(most >= 235146 * 4, "training: largest allreduce %ld bytes", most);
   run_free(&r);
   r = train(2, "--sync-only --resume /nonexistent", 60);
@@ -389,14 +392,10 @@ Test(train_run, sync_only_moves_no_gradient, .init = make_tmpdir, .fini = remove
  * 200 steps still learn (the float32 run reaches ~0.82-0.85; 0.75 leaves room). */
 Test(train_run, fp16_allreduce, .init = make_tmpdir, .fini = remove_tmpdir, .timeout = 300) {
   QUICK_SKIP("accuracy; the float16 kernels have unit tests (test_reduce, test_half)");
-  char args[512], tl[300];
-  snprintf(tl, sizeof tl, "%s/fp16.json", tmpdir);
-  snprintf(args, sizeof args, "--steps 200 --fp16-allreduce --timeline %s", tl);
-  run_result_t r = train(2, args, 240);
-  expect_ok(&r);
+  run_result_t r;
+  long most = train_timeline("--steps 200 --fp16-allreduce", "fp16.json", &r, 240);
   cr_assert_eq(count_in(&r, "gradients are allreduced as float16"), 1, "%s", r.out);
   cr_assert_eq(count_in(&r, "parameters identical on all 2 ranks"), 1, "%s", r.out);
-  long most = max_allreduce_bytes(tl);
   cr_assert(most >= 784 * 256 * 2 && most <= 235146 * 2, "largest allreduce %ld bytes", most);
   double acc = 0;
   const char *p = strstr(r.out, "final test accuracy: ");

@@ -169,3 +169,36 @@ def test_requires_grad_tensor_and_other_types(fw):
         out = hvd.allreduce(t, op=hvd.Sum, name="grad.input")
         assert not out.requires_grad
         check_equal(out.detach(), reduce_ref(xs, hvd.Sum, "float32"))
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_fp16_compression(fw):
+    """compression=hvd.Compression.fp16: floating-point tensors travel as float16 and
+    come back in their own dtype, holding float16's arithmetic (each input rounded to
+    float16, summed in float16 in rank order, AVERAGE's 1/n in float16); other dtypes
+    travel as they are."""
+    for dtype in ("float32", "float64"):
+        # not integers: a seventh of each is rounded on the way to float16
+        xs = [x / 7 for x in inputs(dtype, (4, 6), seed=61)]
+        x = to_fw(xs[hvd.rank()], fw)
+        halves = [x16.astype(np.float16) for x16 in xs]
+        for op in (hvd.Sum, hvd.Average):
+            want = reduce_ref(halves, op, "float16").astype(dtype)
+            out = hvd.allreduce(x, op=op, compression=hvd.Compression.fp16,
+                                name="fp16.%s.%s.%s" % (fw, dtype, op))
+            same_type(out, x)
+            check_equal(out, want, "fp16 %s %s" % (dtype, op))
+            plain = hvd.allreduce(x, op=op, name="fp16.plain.%s.%s.%s" % (fw, dtype, op))
+            assert not np.array_equal(as_np(plain), want), "the rounding must show"
+        h = hvd.allreduce_async(x, name="fp16.async.%s.%s" % (fw, dtype),
+                                compression=hvd.Compression.fp16)
+        check_equal(hvd.synchronize(h), reduce_ref(halves, hvd.Average, "float16").astype(dtype),
+                    "fp16 async %s" % dtype)
+    ints = inputs("int32", (5,), seed=62)
+    outs = hvd.grouped_allreduce([to_fw(ints[hvd.rank()], fw), to_fw(xs[hvd.rank()], fw)],
+                                 op=hvd.Sum, compression=hvd.Compression.fp16,
+                                 name="fp16.grouped.%s" % fw)
+    check_equal(outs[0], reduce_ref(ints, hvd.Sum, "int32"), "int32 untouched")
+    check_equal(outs[1], reduce_ref(halves, hvd.Sum, "float16").astype("float64"), "grouped")
+    with pytest.raises(TypeError, match="compression must be"):
+        hvd.allreduce(x, compression="fp16", name="fp16.bad")

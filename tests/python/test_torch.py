@@ -117,7 +117,7 @@ def test_allreduce_submitted_during_backward():
     assert seen["submitted"] == {"fc2.weight", "fc2.bias"}
     handles = dict(opt._handles)
     assert len(handles) == 4 and all(h is not None for h in handles.values())
-    for h in handles.values():
+    for h, sent, _ in handles.values():
         assert hvd.poll(h) in (True, False)
     opt.step()  # waits for them
     assert not opt._handles
@@ -141,6 +141,31 @@ def test_gradients_averaged_after_synchronize_and_skip_synchronize():
         for p, g in zip(ref.parameters(), clipped):
             p -= 0.05 * g
     assert_params_equal(model, ref)
+
+
+def test_fp16_compression():
+    """compression=hvd.Compression.fp16 (Horovod's): each rank's float64 gradient travels
+    as float16, is averaged with float16's arithmetic, and p.grad gets the result back as
+    float64, bit for bit what the reference computes; step() uses it."""
+    import numpy as np
+    from _hvdtest import reduce_ref
+    model, ref = Net(12), Net(12)
+    opt = hvd.DistributedOptimizer(sgd(model.parameters(), 0.1), model.named_parameters(),
+                                   hvd.Compression.fp16)
+    loss_of(model, hvd.rank(), 5).backward()
+    opt.synchronize()
+    per = [grads(ref, r, 5) for r in range(hvd.size())]
+    for p, gs in zip(model.parameters(), zip(*per)):
+        want = reduce_ref([g.numpy().astype(np.float16) for g in gs], hvd.Average, "float16")
+        assert p.grad.dtype == torch.float64
+        torch.testing.assert_close(p.grad, torch.from_numpy(want.astype(np.float64)),
+                                   rtol=0, atol=0)
+        exact = sum(gs) / hvd.size()
+        assert not torch.equal(p.grad, exact), "the float16 rounding must show"
+    with opt.skip_synchronize():
+        opt.step()
+    with pytest.raises(TypeError, match="compression must be"):
+        hvd.DistributedOptimizer(sgd(Net(13).parameters(), 0.1), compression="fp16")
 
 
 def test_backward_passes_per_step_2():

@@ -12,8 +12,9 @@
  * progresses a non-blocking collective inside MPI calls, so the gradients submitted
  * during backprop move when the step waits for them.
  *
- * Only what hvd-train calls is here; the rest of hvd.h is not. Errors are reported
- * like hvd's: a status and a message naming the call.
+ * Only what hvd-train calls is here (hvd_status_string is hvd's own common/status.c,
+ * built in); the rest of hvd.h is not. Errors are reported like hvd's: a status and a
+ * message naming the call.
  */
 #include <mpi.h>
 #include <stdint.h>
@@ -37,17 +38,6 @@ struct hvd_req {
   hvd_status_t status;
   char err[256];
 };
-
-const char *hvd_status_string(hvd_status_t status) {
-  switch (status) {
-#define HVD_STATUS_TEXT_(name, value, text) \
-  case HVD_##name:                          \
-    return text;
-    HVD_STATUS_MAP(HVD_STATUS_TEXT_)
-#undef HVD_STATUS_TEXT_
-  }
-  return "unknown status";
-}
 
 static MPI_Datatype mpi_type(hvd_dtype_t t) {
   switch (t) {

@@ -42,6 +42,7 @@ __all__ = [
     "broadcast_async_", "alltoall", "alltoall_async", "reducescatter",
     "reducescatter_async", "synchronize", "poll", "join", "barrier",
     "ProcessSet", "global_process_set", "add_process_set",
+    "Compression", "Compressor", "NoneCompressor", "FP16Compressor",
     "Average", "Sum", "Min", "Max", "Product",
     "start_timeline", "stop_timeline", "get_stats",
     "HvdError", "HorovodInternalError",
@@ -523,6 +524,82 @@ def cross_size():
     return _C.hvd_cross_size(_ctx_or_raise())
 
 
+# ---- compression (Horovod's hvd.Compression) -------------------------------------------
+
+class Compressor:
+    """What an allreduce does to a tensor before and after it travels: compress(tensor)
+    returns (tensor to send, ctx) and decompress(tensor, ctx) the tensor to hand back."""
+
+    @staticmethod
+    def compress(tensor):
+        raise NotImplementedError
+
+    @staticmethod
+    def decompress(tensor, ctx):
+        raise NotImplementedError
+
+
+class NoneCompressor(Compressor):
+    """The tensor travels as it is."""
+
+    @staticmethod
+    def compress(tensor):
+        return tensor, None
+
+    @staticmethod
+    def decompress(tensor, ctx):
+        return tensor
+
+
+class FP16Compressor(Compressor):
+    """Floating-point tensors travel as float16 (half the bytes of float32, 11
+    significant bits, largest finite value 65504) and come back in their own dtype;
+    other tensors travel as they are."""
+
+    @staticmethod
+    def compress(tensor):
+        if isinstance(tensor, np.ndarray):
+            if tensor.dtype.kind == "f" and tensor.dtype != np.float16:
+                return tensor.astype(np.float16), tensor.dtype
+            return tensor, None
+        t = _torch()
+        if _is_torch(tensor) and tensor.is_floating_point() and tensor.dtype != t.float16:
+            return tensor.to(t.float16), tensor.dtype
+        return tensor, None
+
+    @staticmethod
+    def decompress(tensor, ctx):
+        if ctx is None:
+            return tensor
+        return tensor.astype(ctx) if isinstance(tensor, np.ndarray) else tensor.to(ctx)
+
+
+class Compression:
+    """Horovod's choices: hvd.Compression.none (default) and hvd.Compression.fp16."""
+    none = NoneCompressor
+    fp16 = FP16Compressor
+
+
+def _compressed(fn, compression, tensors):
+    """(compressed tensors, their contexts), checking compression."""
+    if not (isinstance(compression, type) and issubclass(compression, Compressor)) and \
+            not isinstance(compression, Compressor):
+        raise TypeError("hvd.%s: compression must be hvd.Compression.none, "
+                        "hvd.Compression.fp16 or a Compressor, got %r" % (fn, compression))
+    pairs = [compression.compress(t) for t in tensors]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def _decompressing(fin, compression, ctxs, grouped):
+    """A finish function that decompresses what fin returns."""
+    def finish(reqs):
+        out = fin(reqs)
+        if grouped:
+            return [compression.decompress(t, c) for t, c in zip(out, ctxs)]
+        return compression.decompress(out, ctxs[0])
+    return finish
+
+
 # ---- allreduce -------------------------------------------------------------------------
 
 def _allreduce_args(fn, tensors, inplace, average, name, op, prescale_factor,
@@ -567,13 +644,17 @@ def _allreduce_args(fn, tensors, inplace, average, name, op, prescale_factor,
     return pid, names, keep, finish, args
 
 
-def allreduce_async(tensor, average=None, name=None, op=None, prescale_factor=1.0,
-                    postscale_factor=1.0, process_set=global_process_set):
-    """Start an allreduce into a new array/tensor; synchronize(handle) returns it."""
+def allreduce_async(tensor, average=None, name=None, compression=Compression.none, op=None,
+                    prescale_factor=1.0, postscale_factor=1.0,
+                    process_set=global_process_set):
+    """Start an allreduce into a new array/tensor; synchronize(handle) returns it. With
+    compression=hvd.Compression.fp16 a floating-point tensor travels as float16."""
+    sent, ctxs = _compressed("allreduce_async", compression, [tensor])
     pid, names, keep, fin, args = _allreduce_args(
-        "allreduce_async", [tensor], False, average, name, op, prescale_factor,
+        "allreduce_async", sent, False, average, name, op, prescale_factor,
         postscale_factor, process_set, False)
-    return _submit("allreduce_async", pid, names, keep, fin,
+    return _submit("allreduce_async", pid, names, keep,
+                   _decompressing(fin, compression, ctxs, False),
                    [(_C.hvd_allreduce_ex, args[0])])
 
 
@@ -587,12 +668,12 @@ def allreduce_async_(tensor, average=None, name=None, op=None, prescale_factor=1
                    [(_C.hvd_allreduce_ex, args[0])])
 
 
-def allreduce(tensor, average=None, name=None, op=None, prescale_factor=1.0,
-              postscale_factor=1.0, process_set=global_process_set):
+def allreduce(tensor, average=None, name=None, compression=Compression.none, op=None,
+              prescale_factor=1.0, postscale_factor=1.0, process_set=global_process_set):
     """Reduce tensor over the ranks of process_set (default op Average); returns a new
     array/tensor of the same type, shape and dtype."""
-    return synchronize(allreduce_async(tensor, average, name, op, prescale_factor,
-                                       postscale_factor, process_set))
+    return synchronize(allreduce_async(tensor, average, name, compression, op,
+                                       prescale_factor, postscale_factor, process_set))
 
 
 def allreduce_(tensor, average=None, name=None, op=None, prescale_factor=1.0,
@@ -603,22 +684,23 @@ def allreduce_(tensor, average=None, name=None, op=None, prescale_factor=1.0,
 
 
 def _grouped(fn, tensors, inplace, average, name, op, prescale_factor, postscale_factor,
-             process_set):
+             process_set, compression=Compression.none):
     if not isinstance(tensors, (list, tuple)) or not tensors:
         raise ValueError("hvd.%s: expected a non-empty list of arrays/tensors" % fn)
-    tensors = list(tensors)
+    sent, ctxs = _compressed(fn, compression, list(tensors))
     pid, names, keep, fin, args = _allreduce_args(
-        fn, tensors, inplace, average, name, op, prescale_factor, postscale_factor,
+        fn, sent, inplace, average, name, op, prescale_factor, postscale_factor,
         process_set, True)
-    return _submit(fn, pid, names, keep, fin,
+    return _submit(fn, pid, names, keep, _decompressing(fin, compression, ctxs, True),
                    [(_C.hvd_grouped_allreduce, args, len(tensors))])
 
 
-def grouped_allreduce_async(tensors, average=None, name=None, op=None, prescale_factor=1.0,
-                            postscale_factor=1.0, process_set=global_process_set):
+def grouped_allreduce_async(tensors, average=None, name=None, compression=Compression.none,
+                            op=None, prescale_factor=1.0, postscale_factor=1.0,
+                            process_set=global_process_set):
     """Allreduce a list of tensors submitted as one unit; synchronize returns a list."""
     return _grouped("grouped_allreduce_async", tensors, False, average, name, op,
-                    prescale_factor, postscale_factor, process_set)
+                    prescale_factor, postscale_factor, process_set, compression)
 
 
 def grouped_allreduce_async_(tensors, average=None, name=None, op=None, prescale_factor=1.0,
@@ -627,10 +709,12 @@ def grouped_allreduce_async_(tensors, average=None, name=None, op=None, prescale
                     prescale_factor, postscale_factor, process_set)
 
 
-def grouped_allreduce(tensors, average=None, name=None, op=None, prescale_factor=1.0,
-                      postscale_factor=1.0, process_set=global_process_set):
-    return synchronize(grouped_allreduce_async(tensors, average, name, op, prescale_factor,
-                                               postscale_factor, process_set))
+def grouped_allreduce(tensors, average=None, name=None, compression=Compression.none,
+                      op=None, prescale_factor=1.0, postscale_factor=1.0,
+                      process_set=global_process_set):
+    return synchronize(grouped_allreduce_async(tensors, average, name, compression, op,
+                                               prescale_factor, postscale_factor,
+                                               process_set))
 
 
 def grouped_allreduce_(tensors, average=None, name=None, op=None, prescale_factor=1.0,

@@ -4,8 +4,9 @@
 allreduce, allreduce_async_, synchronize, broadcast_, allgather, ..., Average, Sum, HvdError)
 and adds:
 
-  DistributedOptimizer(optimizer, named_parameters=None, backward_passes_per_step=1,
-                       op=Average, gradient_predivide_factor=1.0, process_set=None)
+  DistributedOptimizer(optimizer, named_parameters=None, compression=Compression.none,
+                       backward_passes_per_step=1, op=Average,
+                       gradient_predivide_factor=1.0, process_set=None)
       wraps a torch.optim optimizer: every gradient is allreduced asynchronously as soon
       as backward() has produced it; step() waits for them, then runs the inner step.
   broadcast_parameters(params, root_rank, process_set=None)
@@ -250,9 +251,10 @@ class _DistributedOptimizerMixin:
     """Put in front of the wrapped optimizer's class by DistributedOptimizer(): super()
     is then that class, whose step() runs after the gradients have been averaged."""
 
-    def __init__(self, params, named_parameters, backward_passes_per_step, op,
+    def __init__(self, params, named_parameters, compression, backward_passes_per_step, op,
                  gradient_predivide_factor, process_set):
         super().__init__(params)
+        self._compression = compression
         self._op = op
         self._gradient_predivide_factor = gradient_predivide_factor
         self._process_set = process_set
@@ -282,7 +284,7 @@ class _DistributedOptimizerMixin:
                     names.setdefault(id(p), "noname.%d.%d" % (gi, pi))
         self._names = {p: names[id(p)] for p in all_params}
         self._requires_update = [p for p in all_params if p.requires_grad]
-        self._handles = {}  # param -> hvd handle, or None while still accumulating
+        self._handles = {}  # param -> (hvd handle, sent tensor, ctx), or None while accumulating
         self._delay = {}    # param -> backward passes left before its allreduce
         self._hooks = []
         self._should_synchronize = True
@@ -340,8 +342,11 @@ class _DistributedOptimizerMixin:
             # magnitude (useful for float16).
             kw["prescale_factor"] = 1.0 / self._gradient_predivide_factor
             kw["postscale_factor"] = self._gradient_predivide_factor
-        return _core.allreduce_async_(p.grad, name="allreduce." + self._names[p], op=self._op,
-                                      **kw)
+        # Compressed (fp16): a float16 copy travels, in place, and is copied back into
+        # p.grad after the wait; uncompressed, p.grad itself.
+        sent, ctx = self._compression.compress(p.grad)
+        h = _core.allreduce_async_(sent, name="allreduce." + self._names[p], op=self._op, **kw)
+        return h, sent, ctx
 
     # -- the optimizer interface --
     def synchronize(self):
@@ -352,11 +357,15 @@ class _DistributedOptimizerMixin:
         for p in self._requires_update:
             if self._handles.get(p) is None:
                 self._handles[p] = self._submit(p)
-        handles = list(self._handles.values())
+        pending = list(self._handles.items())
         for p in self._handles:
             self._delay[p] = self.backward_passes_per_step
         self._handles.clear()
-        _wait_all(handles)  # raises hvd's error after every gradient is released
+        _wait_all([h for _, (h, _, _) in pending])  # raises after every gradient is released
+        for p, (_, sent, ctx) in pending:
+            if sent is not p.grad:
+                with _torch.no_grad():
+                    p.grad.copy_(self._compression.decompress(sent, ctx))
         self._synchronized = True
 
     @contextlib.contextmanager
@@ -388,8 +397,9 @@ class _DistributedOptimizerMixin:
         return super().zero_grad(*args, **kwargs)
 
 
-def DistributedOptimizer(optimizer, named_parameters=None, backward_passes_per_step=1,
-                         op=None, gradient_predivide_factor=1.0, process_set=None):
+def DistributedOptimizer(optimizer, named_parameters=None, compression=_core.Compression.none,
+                         backward_passes_per_step=1, op=None, gradient_predivide_factor=1.0,
+                         process_set=None):
     """Wrap a torch.optim optimizer for synchronous data-parallel training.
 
     Returns an instance of a subclass of optimizer's class (so isinstance checks, param
@@ -399,6 +409,8 @@ def DistributedOptimizer(optimizer, named_parameters=None, backward_passes_per_s
     it for the backward_passes_per_step-th time; step() waits for all of them and then runs
     the wrapped step. named_parameters (model.named_parameters()) gives the tensor names,
     "allreduce.<name>", which must be unique; without it parameters are named by position.
+    compression=hvd.Compression.fp16 sends floating-point gradients as float16 (half the
+    bytes) and puts the reduced values back into p.grad in its own dtype.
     Every rank must build its optimizer with the same parameters in the same order.
     """
     if op is None:
@@ -410,10 +422,11 @@ def DistributedOptimizer(optimizer, named_parameters=None, backward_passes_per_s
                          % (gradient_predivide_factor,))
     if isinstance(optimizer, _DistributedOptimizerMixin):
         raise ValueError("the optimizer is already a DistributedOptimizer")
+    _core._compressed("DistributedOptimizer", compression, [])  # checks compression
     base = optimizer.__class__
     cls = type(base.__name__, (_DistributedOptimizerMixin, base), {})
-    wrapped = cls(optimizer.param_groups, named_parameters, backward_passes_per_step, op,
-                  gradient_predivide_factor, process_set)
+    wrapped = cls(optimizer.param_groups, named_parameters, compression,
+                  backward_passes_per_step, op, gradient_predivide_factor, process_set)
     if optimizer.state:
         wrapped.load_state_dict(optimizer.state_dict())
     return wrapped
