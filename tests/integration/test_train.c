@@ -420,7 +420,8 @@ Test(train_run, mpi_peer_same_parameters, .timeout = 300) {
   char want[32], got[32];
   checksum_of(&h, want, sizeof want);
   char cmd[4096];
-  snprintf(cmd, sizeof cmd, "mpirun --allow-run-as-root --oversubscribe -np 2 %s --steps 60 --print-loss",
+  snprintf(cmd, sizeof cmd,
+           "mpirun --allow-run-as-root --oversubscribe -np 2 %s --steps 60 --print-loss",
            bin_path("hvd-train-mpi"));
   run_result_t m = run_sh(cmd, NULL, 120);
   cr_assert(!m.timed_out, "timed out: %s\noutput:\n%s", cmd, m.out);

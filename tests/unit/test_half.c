@@ -96,5 +96,6 @@ Test(half, known_values) {
   half_from_float(h, v, 11, 0);
   float w[11];
   half_to_float(w, h, 11, 0);
-  for (int i = 0; i < 11; i++) cr_assert_eq(w[i], v[i], "%d: %g -> %g", i, (double)v[i], (double)w[i]);
+  for (int i = 0; i < 11; i++)
+    cr_assert_eq(w[i], v[i], "%d: %g -> %g", i, (double)v[i], (double)w[i]);
 }

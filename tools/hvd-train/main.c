@@ -318,7 +318,8 @@ static int parse_args(int argc, char **argv, opts_t *o) {
     return -1;
   }
   if (o->sync_only && (o->checkpoint || o->resume)) {
-    fprintf(stderr, "hvd-train: --sync-only trains a model per rank: it takes no --checkpoint or --resume\n");
+    fprintf(stderr, "hvd-train: --sync-only trains a model per rank: it takes no "
+                    "--checkpoint or --resume\n");
     return -1;
   }
   if (!o->data_dir) o->data_dir = DEFAULT_DATA_DIR;
@@ -411,7 +412,8 @@ static void submit_grads(job_t *j, mlp_t *m, int l, char (*gnames)[32], const gr
                          hvd_req_t **reqs, int *nreq) {
   const size_t nW = mlp_wsize(m, l), nb = mlp_bsize(m, l);
   if (io->sync) {
-    reqs[(*nreq)++] = allreduce_async(j, gnames[2 * l], &io->sync[2 * l], 1, HVD_FLOAT32, HVD_AVERAGE);
+    reqs[(*nreq)++] =
+        allreduce_async(j, gnames[2 * l], &io->sync[2 * l], 1, HVD_FLOAT32, HVD_AVERAGE);
     reqs[(*nreq)++] =
         allreduce_async(j, gnames[2 * l + 1], &io->sync[2 * l + 1], 1, HVD_FLOAT32, HVD_AVERAGE);
   } else if (io->g16) {
