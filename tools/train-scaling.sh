@@ -19,7 +19,7 @@
 # costs, sync-only -> np=N what moving the gradients costs;
 # the summary gives the median over rounds, also split by the speed the probes saw
 # (fast: both probes under 300 ns). One BLAS thread per rank (hvd-train's default).
-# --mpi adds a fourth run to every round, right after hvd's: the same trainer with Open
+# --mpi adds a run to every round, right after hvd's np=N: the same trainer with Open
 # MPI as its allreduce backend (hvd-train-mpi: hvd's calls as MPI_Iallreduce and
 # MPI_Ibcast, tools/mpi-bench/hvd_on_mpi.c), mpirun -np N with Open MPI's defaults (pml
 # ob1, btl vader, ranks bound to cores); it reports that run's efficiency over the same
@@ -77,6 +77,9 @@ fi
 probe() { # median of 3 samples of 20k round trips, ns
   "$BUILD/core-latency" -n 3 -i 10 -r 20000 | awk '{print $3}' | sort -n | sed -n 2p
 }
+ratio() { # a b -> a / b, 3 decimals
+  awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'
+}
 rate() { # command... -> samples/s of the epoch line (the last epoch's)
   timeout "$RUN_TIMEOUT" "$@" 2>&1 | sed -n 's/.*samples\/s \([0-9]*\).*/\1/p' | tail -1
 }
@@ -108,18 +111,14 @@ for b in $PER_RANK; do
     p2=$(probe)
     [ -n "$one" ] && [ -n "$many" ] && [ -n "$sync" ] && [ -n "$pair" ] ||
       { echo "train-scaling.sh: a run printed no samples/s" >&2; exit 1; }
-    eff=$(awk -v a="$one" -v m="$many" -v n="$NP" 'BEGIN { printf "%.3f", m / (n * a) }')
-    seff=$(awk -v a="$one" -v m="$sync" -v n="$NP" 'BEGIN { printf "%.3f", m / (n * a) }')
-    ceil=$(awk -v a="$one" -v p="$pair" -v n="$NP" 'BEGIN { printf "%.3f", p / (n * a) }')
-    ofc=$(awk -v m="$many" -v p="$pair" 'BEGIN { printf "%.3f", m / p }')
-    meff=- ratio=-
-    if [ "$mpi" != - ]; then
-      meff=$(awk -v a="$one" -v m="$mpi" -v n="$NP" 'BEGIN { printf "%.3f", m / (n * a) }')
-      ratio=$(awk -v h="$many" -v m="$mpi" 'BEGIN { printf "%.3f", h / m }')
-    fi
+    ideal=$((NP * one))
+    eff=$(ratio "$many" "$ideal") seff=$(ratio "$sync" "$ideal")
+    ceil=$(ratio "$pair" "$ideal") ofc=$(ratio "$many" "$pair")
+    meff=- hvdmpi=-
+    [ "$mpi" != - ] && meff=$(ratio "$mpi" "$ideal") hvdmpi=$(ratio "$many" "$mpi")
     printf '%-10s %6s %12s %12s %10s %9s %12s %8s %9s %12s %8s %8s %7s %6s\n' "$b" "$r" "$one" "$many" \
-      "$eff" "$seff" "$pair" "$ceil" "$ofc" "$mpi" "$meff" "$ratio" "$p1" "$p2"
-    echo "$b $eff $p1 $p2 $ceil $ofc $meff $ratio $seff" >>"$out"
+      "$eff" "$seff" "$pair" "$ceil" "$ofc" "$mpi" "$meff" "$hvdmpi" "$p1" "$p2"
+    echo "$b $eff $p1 $p2 $ceil $ofc $meff $hvdmpi $seff" >>"$out"
   done
 done
 echo

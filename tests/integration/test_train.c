@@ -346,8 +346,9 @@ static long max_allreduce_bytes(const char *path) {
   buf[n] = '\0';
   long most = -1;
   for (const char *p = buf; (p = strstr(p, "\"name\":\"ALLREDUCE\"")) != NULL; p++) {
+    /* the span's own bytes: in its args, before the first '}' (a begin event has none) */
     const char *b = strstr(p, "\"bytes\":"), *end = strchr(p, '}');
-    if (b && end && b < strchr(end + 1, '}')) {
+    if (b && end && b < end) {
       long v = strtol(b + strlen("\"bytes\":"), NULL, 10);
       if (v > most) most = v;
     }

@@ -7,18 +7,13 @@
  */
 #include <string.h>
 
-#include "collectives/reduce_scalar.h"
+#include "collectives/reduce_scalar.h" /* hvd's own scalar conversions: the same bits */
 #include "train.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #define HALF_F16C 1
 #endif
-
-/* The scalar conversions are hvd's own (header-only), so a value converted here and one
- * converted inside hvd's float16 kernels are the same bits. */
-static uint16_t to_half(float f) { return hvd_f32_to_f16(f); }
-static float from_half(uint16_t h) { return hvd_f16_to_f32(h); }
 
 #ifdef HALF_F16C
 __attribute__((target("avx,f16c"))) static void to_half_f16c(uint16_t *dst, const float *src,
@@ -28,7 +23,7 @@ __attribute__((target("avx,f16c"))) static void to_half_f16c(uint16_t *dst, cons
     __m128i h = _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT);
     _mm_storeu_si128((__m128i *)(dst + i), h);
   }
-  for (; i < n; i++) dst[i] = to_half(src[i]);
+  for (; i < n; i++) dst[i] = hvd_f32_to_f16(src[i]);
 }
 
 __attribute__((target("avx,f16c"))) static void from_half_f16c(float *dst, const uint16_t *src,
@@ -36,7 +31,7 @@ __attribute__((target("avx,f16c"))) static void from_half_f16c(float *dst, const
   size_t i = 0;
   for (; i + 8 <= n; i += 8)
     _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
-  for (; i < n; i++) dst[i] = from_half(src[i]);
+  for (; i < n; i++) dst[i] = hvd_f16_to_f32(src[i]);
 }
 
 static int have_f16c(void) {
@@ -54,7 +49,7 @@ void half_from_float(uint16_t *dst, const float *src, size_t n, int portable) {
   }
 #endif
   (void)portable;
-  for (size_t i = 0; i < n; i++) dst[i] = to_half(src[i]);
+  for (size_t i = 0; i < n; i++) dst[i] = hvd_f32_to_f16(src[i]);
 }
 
 void half_to_float(float *dst, const uint16_t *src, size_t n, int portable) {
@@ -65,5 +60,5 @@ void half_to_float(float *dst, const uint16_t *src, size_t n, int portable) {
   }
 #endif
   (void)portable;
-  for (size_t i = 0; i < n; i++) dst[i] = from_half(src[i]);
+  for (size_t i = 0; i < n; i++) dst[i] = hvd_f16_to_f32(src[i]);
 }

@@ -6,14 +6,14 @@
  *
  * It is what a program that knows MPI would write: each asynchronous allreduce or
  * broadcast is one MPI_Iallreduce / MPI_Ibcast on MPI_COMM_WORLD, started at once and
- * completed by MPI_Wait; AVERAGE is MPI_SUM then a division by the number of ranks on
- * completion (hvd's arithmetic: a multiplication by 1/n for floating point, which is
- * the same number at n = 2). No negotiation, no fusion, no background thread: Open MPI
+ * completed by MPI_Wait; AVERAGE (float32 and float64, what hvd-train averages) is
+ * MPI_SUM, then on completion hvd's own scaling by 1/n (collectives/reduce_scalar.h).
+ * No negotiation, no fusion, no background thread: Open MPI
  * progresses a non-blocking collective inside MPI calls, so the gradients submitted
  * during backprop move when the step waits for them.
  *
- * Only what hvd-train calls is here (hvd_status_string is hvd's own common/status.c,
- * built in); the rest of hvd.h is not. Errors are reported like hvd's: a status and a
+ * Only what hvd-train calls is here (hvd_status_string and hvd_dtype_size are hvd's own
+ * common/status.c and collectives/dtype.c, built in); the rest of hvd.h is not. Errors are reported like hvd's: a status and a
  * message naming the call.
  */
 #include <mpi.h>
@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "collectives/reduce_scalar.h"
 #include "hvd.h"
 
 struct hvd_ctx {
@@ -74,22 +75,6 @@ static MPI_Op mpi_op(hvd_op_t op) {
   }
 }
 
-static size_t elem_size(hvd_dtype_t t) {
-  switch (t) {
-    case HVD_FLOAT32:
-    case HVD_INT32:
-      return 4;
-    case HVD_FLOAT64:
-    case HVD_INT64:
-      return 8;
-    case HVD_INT8:
-    case HVD_UINT8:
-      return 1;
-    default:
-      return 0;
-  }
-}
-
 hvd_status_t hvd_init(hvd_ctx_t **out) {
   if (out == NULL) return HVD_ERR_INVALID_PARAM;
   int inited = 0;
@@ -136,6 +121,8 @@ static hvd_status_t start(hvd_ctx_t *ctx, const hvd_op_args_t *a, int bcast, hvd
   const MPI_Datatype t = mpi_type(a->dtype);
   if (t == MPI_DATATYPE_NULL) return refuse(ctx, a, "dtype without an MPI type");
   if (!bcast && mpi_op(a->op) == MPI_OP_NULL) return refuse(ctx, a, "unknown op");
+  if (!bcast && a->op == HVD_AVERAGE && a->dtype != HVD_FLOAT32 && a->dtype != HVD_FLOAT64)
+    return refuse(ctx, a, "AVERAGE is here for float32 and float64 only");
   if (a->prescale != 1.0 || a->postscale != 1.0 || a->process_set != 0 || a->callback)
     return refuse(ctx, a, "prescale, postscale, process sets and callbacks are not here");
   if (a->count > (size_t)INT32_MAX) return refuse(ctx, a, "count above INT_MAX");
@@ -144,7 +131,7 @@ static hvd_status_t start(hvd_ctx_t *ctx, const hvd_op_args_t *a, int bcast, hvd
   int rc;
   if (bcast) {
     if (a->recvbuf != a->sendbuf && ctx->rank == a->root)
-      memcpy(a->recvbuf, a->sendbuf, a->count * elem_size(a->dtype));
+      memcpy(a->recvbuf, a->sendbuf, a->count * hvd_dtype_size(a->dtype));
     rc = MPI_Ibcast(a->recvbuf, (int)a->count, t, a->root, MPI_COMM_WORLD, &r->mpi);
   } else {
     const void *src = a->sendbuf == a->recvbuf ? MPI_IN_PLACE : a->sendbuf;
@@ -173,42 +160,15 @@ hvd_status_t hvd_broadcast_ex(hvd_ctx_t *ctx, const hvd_op_args_t *args, hvd_req
   return start(ctx, args, 1, req);
 }
 
-/* AVERAGE's division, as hvd does it: floating point times 1/n, integers truncated. */
+/* AVERAGE's 1/n, as hvd_scale does it: float32 through double, rounded once. */
 static void divide(hvd_req_t *r) {
-  const size_t n = r->count;
-  switch (r->dtype) {
-    case HVD_FLOAT32: {
-      float *x = r->buf, f = (float)(1.0 / r->size);
-      for (size_t i = 0; i < n; i++) x[i] *= f;
-      break;
-    }
-    case HVD_FLOAT64: {
-      double *x = r->buf, f = 1.0 / r->size;
-      for (size_t i = 0; i < n; i++) x[i] *= f;
-      break;
-    }
-    case HVD_INT32: {
-      int32_t *x = r->buf;
-      for (size_t i = 0; i < n; i++) x[i] /= r->size;
-      break;
-    }
-    case HVD_INT64: {
-      int64_t *x = r->buf;
-      for (size_t i = 0; i < n; i++) x[i] /= r->size;
-      break;
-    }
-    case HVD_INT8: {
-      int8_t *x = r->buf;
-      for (size_t i = 0; i < n; i++) x[i] = (int8_t)(x[i] / r->size);
-      break;
-    }
-    case HVD_UINT8: {
-      uint8_t *x = r->buf;
-      for (size_t i = 0; i < n; i++) x[i] = (uint8_t)(x[i] / r->size);
-      break;
-    }
-    default:
-      break;
+  const double f = 1.0 / r->size;
+  if (r->dtype == HVD_FLOAT32) {
+    float *x = r->buf;
+    for (size_t i = 0; i < r->count; i++) x[i] = hvd_scale_f32(x[i], f);
+  } else {
+    double *x = r->buf;
+    for (size_t i = 0; i < r->count; i++) x[i] = hvd_prod_f64(x[i], f);
   }
 }
 
